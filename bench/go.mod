@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/bench
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/cmd/agentidp
+
+go 1.26

@@ -1,0 +1,83 @@
+package authn
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testCodec(t *testing.T, now time.Time) *Codec {
+	t.Helper()
+	c, err := NewCodec([]byte(strings.Repeat("k", MinKeyLen)))
+	if err != nil {
+		t.Fatalf("NewCodec: %v", err)
+	}
+	return c.WithClock(func() time.Time { return now })
+}
+
+func TestSignVerify(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	c := testCodec(t, now)
+	id := Identity{Subject: "agent-1", OrgID: "org-1", Scopes: []string{"agents:read"}, JTI: "j1", ExpiresAt: now.Add(time.Hour).Unix()}
+	v, err := c.Sign(id)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	got, err := c.Verify(v)
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if got.Subject != "agent-1" || got.OrgID != "org-1" || !got.HasScope("agents:read") || got.HasScope("admin:orgs") {
+		t.Errorf("Verify() = %+v; want the signed identity", got)
+	}
+}
+
+func TestVerifyRejects(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	c := testCodec(t, now)
+	good := Identity{Subject: "a", OrgID: "o", ExpiresAt: now.Add(time.Hour).Unix()}
+	signed, _ := c.Sign(good)
+	other, _ := NewCodec([]byte(strings.Repeat("x", MinKeyLen)))
+	foreign, _ := other.WithClock(func() time.Time { return now }).Sign(good)
+	expiredTok, _ := c.Sign(Identity{Subject: "a", OrgID: "o", ExpiresAt: now.Add(-time.Second).Unix()})
+	stale, _ := c.WithClock(func() time.Time { return now.Add(-2 * MaxAge) }).Sign(good)
+	noOrg, _ := c.Sign(Identity{Subject: "a", ExpiresAt: now.Add(time.Hour).Unix()})
+	payload, mac, _ := strings.Cut(signed, ".")
+	tampered := strings.ToUpper(payload[:1]) + payload[1:] + "." + mac
+	if tampered == signed {
+		tampered = "A" + payload[1:] + "." + mac
+	}
+	tests := []struct {
+		name  string
+		value string
+		want  error
+	}{
+		{"empty", "", ErrMissing},
+		{"no dot", "abc", ErrInvalid},
+		{"foreign key", foreign, ErrInvalid},
+		{"tampered payload", tampered, ErrInvalid},
+		{"expired token", expiredTok, ErrExpired},
+		{"stale signature", stale, ErrExpired},
+		{"no organisation", noOrg, ErrInvalid},
+		{"too long", strings.Repeat("a", 9000) + "." + mac, ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := c.Verify(tt.value)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Verify(%.20q) error = %v; want %v", tt.value, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestShortKey(t *testing.T) {
+	t.Parallel()
+	if _, err := NewCodec([]byte("short")); !errors.Is(err, ErrShortKey) {
+		t.Errorf("NewCodec(short) error = %v; want %v", err, ErrShortKey)
+	}
+}

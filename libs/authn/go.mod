@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/libs/authn
+
+go 1.26

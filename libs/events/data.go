@@ -1,0 +1,85 @@
+package events
+
+import "time"
+
+// AgentData is the payload of agent.* events.
+type AgentData struct {
+	AgentID        string    `json:"agentId"`
+	OrganizationID string    `json:"organizationId"`
+	Email          string    `json:"email"`
+	AgentType      string    `json:"agentType"`
+	Status         string    `json:"status"`
+	PreviousStatus string    `json:"previousStatus,omitempty"`
+	Scopes         []string  `json:"scopes,omitempty"`
+	At             time.Time `json:"at"`
+}
+
+// CredentialData is the payload of credential.* events. It never carries the
+// secret or its digest.
+type CredentialData struct {
+	CredentialID string     `json:"credentialId"`
+	AgentID      string     `json:"agentId"`
+	Status       string     `json:"status"`
+	ExpiresAt    *time.Time `json:"expiresAt,omitempty"`
+	At           time.Time  `json:"at"`
+}
+
+// TokenIssuedData is the payload of token.issued.
+type TokenIssuedData struct {
+	JTI          string    `json:"jti"`
+	ClientID     string    `json:"clientId"`
+	CredentialID string    `json:"credentialId,omitempty"`
+	Scope        string    `json:"scope"`
+	GrantType    string    `json:"grantType"`
+	ExpiresAt    time.Time `json:"expiresAt"`
+	IssuedAt     time.Time `json:"issuedAt"`
+}
+
+// AuthFailedData is the payload of auth.failed. ClientID is as presented by
+// the caller and may not exist.
+type AuthFailedData struct {
+	ClientID string    `json:"clientId,omitempty"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+// Limits are an organisation's tier limits; -1 means unlimited.
+type Limits struct {
+	MaxAgents       int64 `json:"maxAgents"`
+	MaxCallsPerDay  int64 `json:"maxCallsPerDay"`
+	MaxTokensPerDay int64 `json:"maxTokensPerDay"`
+}
+
+// OrgData is the payload of org.* events and the value of the organisation
+// read model (NATS KV bucket OrgsBucket).
+type OrgData struct {
+	OrganizationID string    `json:"organizationId"`
+	Name           string    `json:"name"`
+	Slug           string    `json:"slug"`
+	PlanTier       string    `json:"planTier"`
+	Status         string    `json:"status"`
+	Limits         Limits    `json:"limits"`
+	UpdatedAt      time.Time `json:"updatedAt"`
+}
+
+// OrgMemberData is the payload of org.member_added.
+type OrgMemberData struct {
+	OrganizationID string    `json:"organizationId"`
+	AgentID        string    `json:"agentId"`
+	Role           string    `json:"role"`
+	At             time.Time `json:"at"`
+}
+
+// TierChangedData is the payload of tier.changed.
+type TierChangedData struct {
+	OrganizationID string    `json:"organizationId"`
+	From           string    `json:"from"`
+	To             string    `json:"to"`
+	Limits         Limits    `json:"limits"`
+	At             time.Time `json:"at"`
+}
+
+// OrgsBucket is the NATS KV bucket holding every organisation's OrgData,
+// keyed by organisation id. The tier service writes it; the gateway and the
+// token service watch it so that no request needs a call to tier.
+const OrgsBucket = "agentidp_orgs"

@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/libs/jose
+
+go 1.26

@@ -1,0 +1,186 @@
+package natsbus_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/natsbus"
+	"github.com/agentidp/agentidp/libs/natsbus/natstest"
+)
+
+func mustEvent(t *testing.T, typ events.Type, org string) events.Envelope {
+	t.Helper()
+	e, err := events.New(typ, "test", org, "agent-1", map[string]string{"k": "v"})
+	if err != nil {
+		t.Fatalf("events.New: %v", err)
+	}
+	return e
+}
+
+func TestPublishDeduplicatesByID(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	e := mustEvent(t, events.TokenIssued, "org-1")
+	raw, err := natsbus.Raw(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := natsbus.PublishRaw(ctx, js, []natsbus.RawMessage{raw}); err != nil {
+			t.Fatalf("PublishRaw: %v", err)
+		}
+	}
+	st, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Errorf("stream holds %d messages after publishing one id 3 times; want 1", info.State.Msgs)
+	}
+}
+
+func TestConsumeRedeliversThenDeadLetters(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	good := mustEvent(t, events.AgentCreated, "org-1")
+	poison := mustEvent(t, events.AgentUpdated, "org-1")
+	for _, e := range []events.Envelope{good, poison} {
+		raw, _ := natsbus.Raw(e)
+		if err := natsbus.PublishRaw(ctx, js, []natsbus.RawMessage{raw}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = natsbus.Consume(ctx, js, natsbus.ConsumerOptions{
+			Durable: "t1", Subjects: []string{events.DomainSubjects("agent")}, MaxDeliver: 3,
+			BatchSize: 1, MaxWait: 50 * time.Millisecond, Backoff: 10 * time.Millisecond,
+		}, func(_ context.Context, batch []natsbus.Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, d := range batch {
+				seen[d.Event.ID]++
+				if d.Event.ID == poison.ID {
+					return errors.New("cannot handle")
+				}
+			}
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		dlq, err := js.Stream(ctx, events.DeadLetterStream)
+		if err == nil {
+			if info, err := dlq.Info(ctx); err == nil && info.State.Msgs == 1 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("poison message never reached the dead letter")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[good.ID] != 1 {
+		t.Errorf("good event handled %d times; want 1", seen[good.ID])
+	}
+	if seen[poison.ID] != 3 {
+		t.Errorf("poison event handled %d times; want MaxDeliver=3", seen[poison.ID])
+	}
+}
+
+func TestAsyncPublisherDeliversAll(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	p := natsbus.NewAsyncPublisher(js, natsbus.AsyncOptions{BufferSize: 1000, BatchSize: 64})
+	const n = 500
+	for range n {
+		if !p.Publish(mustEvent(t, events.TokenIssued, "org-1")) {
+			t.Fatal("Publish dropped an event with a large enough buffer")
+		}
+	}
+	p.Close()
+	st, _ := js.Stream(context.Background(), events.StreamName)
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Errorf("stream holds %d messages; want %d", info.State.Msgs, n)
+	}
+}
+
+func TestWatchKV(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := natsbus.EnsureKV(ctx, js, "t_orgs", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "org-1", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	state := map[string]string{}
+	var updates atomic.Int32
+	ready, err := natsbus.WatchKV(ctx, kv, slog.New(slog.DiscardHandler), func(k string, v []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		updates.Add(1)
+		if v == nil {
+			delete(state, k)
+			return
+		}
+		state[k] = string(v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ready
+	mu.Lock()
+	if state["org-1"] != "v1" {
+		t.Errorf("after ready, state[org-1] = %q; want v1", state["org-1"])
+	}
+	mu.Unlock()
+	if err := kv.Delete(ctx, "org-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); _, ok := state["org-1"]; return !ok })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

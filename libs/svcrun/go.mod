@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/libs/svcrun
+
+go 1.26

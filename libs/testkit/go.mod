@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/libs/testkit
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/services/analytics
+
+go 1.26

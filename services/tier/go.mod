@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/services/tier
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/services/token
+
+go 1.26
