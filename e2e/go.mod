@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/e2e
+
+go 1.26
