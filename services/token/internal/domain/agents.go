@@ -1,0 +1,469 @@
+package domain
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/mail"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/google/uuid"
+)
+
+// Error codes of this service.
+const (
+	CodeAgentNotFound      = "AGENT_NOT_FOUND"
+	CodeAgentExists        = "AGENT_ALREADY_EXISTS"
+	CodeAgentDecommission  = "AGENT_DECOMMISSIONED"
+	CodeOrgNotFound        = "ORGANIZATION_NOT_FOUND"
+	CodeCredentialNotFound = "CREDENTIAL_NOT_FOUND"
+)
+
+var (
+	semverRE     = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$`)
+	capabilityRE = regexp.MustCompile(`^[A-Za-z0-9_-]+:[A-Za-z0-9_*-]+$`)
+)
+
+// CreateAgentInput is the body of POST /agents.
+type CreateAgentInput struct {
+	Email          string   `json:"email"`
+	AgentType      string   `json:"agentType"`
+	Version        string   `json:"version"`
+	Capabilities   []string `json:"capabilities"`
+	Owner          string   `json:"owner"`
+	DeploymentEnv  string   `json:"deploymentEnv"`
+	Scopes         []string `json:"scopes"`
+	DefaultScopes  []string `json:"defaultScopes"`
+	OrganizationID *string  `json:"organizationId"`
+}
+
+// UpdateAgentInput is the body of PATCH /agents/{id}; nil fields are unchanged.
+type UpdateAgentInput struct {
+	Version       *string   `json:"version"`
+	Capabilities  *[]string `json:"capabilities"`
+	Owner         *string   `json:"owner"`
+	DeploymentEnv *string   `json:"deploymentEnv"`
+	AgentType     *string   `json:"agentType"`
+	Scopes        *[]string `json:"scopes"`
+	DefaultScopes *[]string `json:"defaultScopes"`
+	Status        *string   `json:"status"`
+}
+
+type fieldErrors map[string]string
+
+func (f fieldErrors) err() error {
+	if len(f) == 0 {
+		return nil
+	}
+	return httpx.Validation("invalid request body", map[string]string(f))
+}
+
+func checkEmail(f fieldErrors, v string) string {
+	v = strings.TrimSpace(v)
+	if v == "" || len(v) > 255 {
+		f["email"] = "must be an email address of at most 255 characters"
+		return v
+	}
+	a, err := mail.ParseAddress(v)
+	if err != nil || a.Address != v || a.Name != "" || !strings.Contains(v[strings.LastIndexByte(v, '@')+1:], ".") {
+		f["email"] = "must be a valid email address"
+	}
+	return strings.ToLower(v)
+}
+
+func checkEnum(f fieldErrors, name, v string, allowed []string) {
+	if !slices.Contains(allowed, v) {
+		f[name] = "must be one of " + strings.Join(allowed, ", ")
+	}
+}
+
+func checkVersion(f fieldErrors, v string) {
+	if len(v) > 64 || !semverRE.MatchString(v) {
+		f["version"] = "must be a semantic version (e.g. 1.0.0)"
+	}
+}
+
+func checkCapabilities(f fieldErrors, v []string) {
+	if len(v) < 1 || len(v) > 100 {
+		f["capabilities"] = "must list between 1 and 100 capabilities"
+		return
+	}
+	for _, c := range v {
+		if len(c) > 128 || !capabilityRE.MatchString(c) {
+			f["capabilities"] = fmt.Sprintf("%q is not of the form resource:action", c)
+			return
+		}
+	}
+}
+
+func checkOwner(f fieldErrors, v string) {
+	if n := len([]rune(v)); n < 1 || n > 128 || strings.TrimSpace(v) == "" {
+		f["owner"] = "must be 1 to 128 characters"
+	}
+}
+
+// checkScopes validates requested scopes against the known set and what the
+// caller itself holds (no privilege escalation by registration).
+func checkScopes(f fieldErrors, name string, v []string, caller authn.Identity) {
+	if len(v) > len(KnownScopes) {
+		f[name] = "too many scopes"
+		return
+	}
+	for _, sc := range v {
+		if !slices.Contains(KnownScopes, sc) {
+			f[name] = fmt.Sprintf("unknown scope %q", sc)
+			return
+		}
+	}
+	for _, sc := range v {
+		if !caller.HasScope(sc) {
+			f[name] = fmt.Sprintf("cannot grant scope %q the caller does not hold", sc)
+			return
+		}
+	}
+}
+
+func dedupe(v []string) []string {
+	out := make([]string, 0, len(v))
+	for _, s := range v {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func withoutAdmin(v []string) []string {
+	out := make([]string, 0, len(v))
+	for _, s := range v {
+		if s != ScopeAdminOrgs {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func agentEvent(t events.Type, a Agent, previous string) (events.Envelope, error) {
+	return events.New(t, Source, a.OrganizationID, a.AgentID, events.AgentData{
+		AgentID: a.AgentID, OrganizationID: a.OrganizationID, Email: a.Email, AgentType: a.AgentType,
+		Status: a.Status, PreviousStatus: previous, Scopes: a.Scopes, At: a.UpdatedAt,
+	})
+}
+
+func notFoundAgent() *httpx.Error { return httpx.NotFound(CodeAgentNotFound, "agent not found") }
+
+func tierLimit(max int64) *httpx.Error {
+	return httpx.TooMany(httpx.CodeTierLimit, fmt.Sprintf("the organisation's tier allows %d agents", max), time.Hour)
+}
+
+// validAgentID reports whether id can name an agent; anything else is a 404.
+func validAgentID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
+}
+
+// CreateAgent registers an agent in the caller's org (or, for an
+// admin:orgs caller, in the named org).
+func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in CreateAgentInput) (Agent, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+		return Agent{}, err
+	}
+	f := fieldErrors{}
+	email := checkEmail(f, in.Email)
+	checkEnum(f, "agentType", in.AgentType, AgentTypes)
+	checkVersion(f, in.Version)
+	checkCapabilities(f, in.Capabilities)
+	checkOwner(f, in.Owner)
+	checkEnum(f, "deploymentEnv", in.DeploymentEnv, DeploymentEnvs)
+	scopes := []string{ScopeAgentsRead}
+	if in.Scopes != nil {
+		scopes = dedupe(in.Scopes)
+		if len(scopes) == 0 {
+			f["scopes"] = "must list at least one scope"
+		}
+		checkScopes(f, "scopes", scopes, caller)
+	}
+	defaults := withoutAdmin(scopes)
+	if in.DefaultScopes != nil {
+		defaults = dedupe(in.DefaultScopes)
+		if !containsAll(scopes, defaults) {
+			f["defaultScopes"] = "must be a subset of scopes"
+		}
+	}
+	orgID := caller.OrgID
+	if in.OrganizationID != nil && *in.OrganizationID != caller.OrgID {
+		if !caller.HasScope(ScopeAdminOrgs) {
+			return Agent{}, httpx.Forbidden("only admin:orgs may register agents in another organisation")
+		}
+		orgID = *in.OrganizationID
+		if len(orgID) == 0 || len(orgID) > 128 {
+			f["organizationId"] = "must be an organisation id"
+		}
+	}
+	if err := f.err(); err != nil {
+		return Agent{}, err
+	}
+	if orgID != caller.OrgID {
+		org, ok := s.orgs.Org(orgID)
+		if !ok || org.Status != "active" {
+			return Agent{}, httpx.NotFound(CodeOrgNotFound, "organisation not found")
+		}
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Agent{}, httpx.Internal(err)
+	}
+	a := Agent{
+		AgentID: id.String(), Email: email, AgentType: in.AgentType, Version: in.Version,
+		Capabilities: in.Capabilities, Owner: in.Owner, DeploymentEnv: in.DeploymentEnv,
+		Status: StatusActive, OrganizationID: orgID, Scopes: scopes, DefaultScopes: defaults,
+		CreatedAt: now, UpdatedAt: now,
+	}
+	ev, err := agentEvent(events.AgentCreated, a, "")
+	if err != nil {
+		return Agent{}, httpx.Internal(err)
+	}
+	limit := s.orgs.Limits(orgID).MaxAgents
+	count, err := s.store.CreateAgent(ctx, a, limit, []events.Envelope{ev})
+	switch {
+	case errors.Is(err, ErrAgentExists):
+		return Agent{}, httpx.Conflict(CodeAgentExists, "an agent with this email already exists")
+	case errors.Is(err, ErrAgentLimit):
+		return Agent{}, tierLimit(limit)
+	case err != nil:
+		return Agent{}, httpx.Internal(fmt.Errorf("create agent: %w", err))
+	}
+	s.notify()
+	s.clients.Invalidate(a.AgentID) // drop a cached "unknown client"
+	s.publishUsage(ctx, orgID, count)
+	return a, nil
+}
+
+// GetAgent returns one of the caller's org's agents.
+func (s *Service) GetAgent(ctx context.Context, caller authn.Identity, agentID string) (Agent, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
+		return Agent{}, err
+	}
+	if !validAgentID(agentID) {
+		return Agent{}, notFoundAgent()
+	}
+	a, err := s.store.GetAgent(ctx, caller.OrgID, agentID)
+	if errors.Is(err, ErrNotFound) {
+		return Agent{}, notFoundAgent()
+	}
+	if err != nil {
+		return Agent{}, httpx.Internal(fmt.Errorf("get agent %s: %w", agentID, err))
+	}
+	return a, nil
+}
+
+// AgentPage is a list response.
+type AgentPage struct {
+	Data []Agent `json:"data"`
+	httpx.Pagination
+}
+
+// ListAgents lists the caller's org's agents.
+func (s *Service) ListAgents(ctx context.Context, caller authn.Identity, flt AgentFilter, page httpx.Page) (AgentPage, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
+		return AgentPage{}, err
+	}
+	f := fieldErrors{}
+	if flt.AgentType != "" {
+		checkEnum(f, "agentType", flt.AgentType, AgentTypes)
+	}
+	if flt.Status != "" {
+		checkEnum(f, "status", flt.Status, AgentStatuses)
+	}
+	if len(flt.Owner) > 128 {
+		f["owner"] = "must be at most 128 characters"
+	}
+	if err := f.err(); err != nil {
+		return AgentPage{}, err
+	}
+	agents, total, err := s.store.ListAgents(ctx, caller.OrgID, flt, page.Offset(), page.Limit)
+	if err != nil {
+		return AgentPage{}, httpx.Internal(fmt.Errorf("list agents: %w", err))
+	}
+	if agents == nil {
+		agents = []Agent{}
+	}
+	return AgentPage{Data: agents, Pagination: httpx.NewPagination(page, total)}, nil
+}
+
+// UpdateAgent applies a partial update.
+func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentID string, in UpdateAgentInput) (Agent, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+		return Agent{}, err
+	}
+	if !validAgentID(agentID) {
+		return Agent{}, notFoundAgent()
+	}
+	f := fieldErrors{}
+	if in.Version != nil {
+		checkVersion(f, *in.Version)
+	}
+	if in.Capabilities != nil {
+		checkCapabilities(f, *in.Capabilities)
+	}
+	if in.Owner != nil {
+		checkOwner(f, *in.Owner)
+	}
+	if in.DeploymentEnv != nil {
+		checkEnum(f, "deploymentEnv", *in.DeploymentEnv, DeploymentEnvs)
+	}
+	if in.AgentType != nil {
+		checkEnum(f, "agentType", *in.AgentType, AgentTypes)
+	}
+	if in.Status != nil {
+		checkEnum(f, "status", *in.Status, []string{StatusActive, StatusSuspended})
+	}
+	if in.Scopes != nil {
+		sc := dedupe(*in.Scopes)
+		in.Scopes = &sc
+		if len(sc) == 0 {
+			f["scopes"] = "must list at least one scope"
+		}
+		checkScopes(f, "scopes", sc, caller)
+	}
+	if in.DefaultScopes != nil {
+		sc := dedupe(*in.DefaultScopes)
+		in.DefaultScopes = &sc
+	}
+	if err := f.err(); err != nil {
+		return Agent{}, err
+	}
+	limit := s.orgs.Limits(caller.OrgID).MaxAgents
+	a, count, err := s.store.UpdateAgent(ctx, caller.OrgID, agentID, func(a *Agent) (AgentChange, error) {
+		ch := AgentChange{MaxAgents: -1}
+		if a.Status == StatusDecommissioned {
+			return ch, httpx.Conflict(CodeAgentDecommission, "a decommissioned agent cannot be updated")
+		}
+		prev := a.Status
+		changed := false
+		set := func(dst *string, v *string) {
+			if v != nil && *dst != *v {
+				*dst, changed = *v, true
+			}
+		}
+		setList := func(dst *[]string, v *[]string) {
+			if v != nil && !slices.Equal(*dst, *v) {
+				*dst, changed = slices.Clone(*v), true
+			}
+		}
+		set(&a.Version, in.Version)
+		setList(&a.Capabilities, in.Capabilities)
+		set(&a.Owner, in.Owner)
+		set(&a.DeploymentEnv, in.DeploymentEnv)
+		set(&a.AgentType, in.AgentType)
+		setList(&a.Scopes, in.Scopes)
+		if in.Scopes != nil && in.DefaultScopes == nil {
+			// Keep defaults within the new scopes.
+			kept := []string{}
+			for _, d := range a.DefaultScopes {
+				if slices.Contains(a.Scopes, d) {
+					kept = append(kept, d)
+				}
+			}
+			setList(&a.DefaultScopes, &kept)
+		}
+		setList(&a.DefaultScopes, in.DefaultScopes)
+		if !containsAll(a.Scopes, a.DefaultScopes) {
+			return ch, httpx.Validation("invalid request body", map[string]string{"defaultScopes": "must be a subset of scopes"})
+		}
+		statusChanged := in.Status != nil && *in.Status != prev
+		if statusChanged {
+			a.Status = *in.Status
+		}
+		if !changed && !statusChanged {
+			ch.Skip = true
+			return ch, nil
+		}
+		a.UpdatedAt = s.now().UTC().Truncate(time.Microsecond)
+		if changed {
+			ev, err := agentEvent(events.AgentUpdated, *a, "")
+			if err != nil {
+				return ch, err
+			}
+			ch.Events = append(ch.Events, ev)
+		}
+		if statusChanged {
+			t := events.AgentSuspended
+			if a.Status == StatusActive {
+				t = events.AgentReactivated
+				ch.MaxAgents = limit
+			}
+			ev, err := agentEvent(t, *a, prev)
+			if err != nil {
+				return ch, err
+			}
+			ch.Events = append(ch.Events, ev)
+		}
+		return ch, nil
+	})
+	if err != nil {
+		return Agent{}, s.mapAgentErr(agentID, err, limit)
+	}
+	s.notify()
+	s.clients.Invalidate(agentID)
+	if in.Status != nil {
+		s.publishUsage(ctx, caller.OrgID, count)
+	}
+	return a, nil
+}
+
+func (s *Service) mapAgentErr(agentID string, err error, limit int64) error {
+	var he *httpx.Error
+	switch {
+	case errors.As(err, &he):
+		return he
+	case errors.Is(err, ErrNotFound):
+		return notFoundAgent()
+	case errors.Is(err, ErrAgentLimit):
+		return tierLimit(limit)
+	case errors.Is(err, ErrDecommissioned):
+		return httpx.Conflict(CodeAgentDecommission, "the agent is decommissioned")
+	}
+	return httpx.Internal(fmt.Errorf("agent %s: %w", agentID, err))
+}
+
+// DecommissionAgent soft-deletes the agent and revokes its credentials.
+// Decommissioning twice succeeds and changes nothing the second time.
+func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, agentID string) error {
+	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+		return err
+	}
+	if !validAgentID(agentID) {
+		return notFoundAgent()
+	}
+	_, count, err := s.store.UpdateAgent(ctx, caller.OrgID, agentID, func(a *Agent) (AgentChange, error) {
+		if a.Status == StatusDecommissioned {
+			return AgentChange{Skip: true}, nil
+		}
+		prev := a.Status
+		a.Status = StatusDecommissioned
+		a.UpdatedAt = s.now().UTC().Truncate(time.Microsecond)
+		ev, err := agentEvent(events.AgentDecommissioned, *a, prev)
+		if err != nil {
+			return AgentChange{}, err
+		}
+		return AgentChange{Events: []events.Envelope{ev}, MaxAgents: -1, RevokeCredentials: true}, nil
+	})
+	if err != nil {
+		return s.mapAgentErr(agentID, err, -1)
+	}
+	s.notify()
+	s.clients.Invalidate(agentID)
+	s.publishUsage(ctx, caller.OrgID, count)
+	return nil
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -1,0 +1,195 @@
+package domain
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/google/uuid"
+)
+
+// SecretPrefix marks AgentIdP client secrets (helps secret scanners).
+const SecretPrefix = "ais_"
+
+// CreateCredentialInput is the body of POST /agents/{id}/credentials.
+type CreateCredentialInput struct {
+	ExpiresAt *time.Time `json:"expiresAt"`
+}
+
+// NewSecret returns a fresh 256-bit client secret.
+func NewSecret() (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("generate secret: %w", err)
+	}
+	return SecretPrefix + base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+func credentialEvent(t events.Type, orgID string, c Credential, at time.Time) (events.Envelope, error) {
+	return events.New(t, Source, orgID, c.ClientID, events.CredentialData{
+		CredentialID: c.CredentialID, AgentID: c.ClientID, Status: c.Status, ExpiresAt: c.ExpiresAt, At: at,
+	})
+}
+
+func notFoundCredential() *httpx.Error {
+	return httpx.NotFound(CodeCredentialNotFound, "credential not found")
+}
+
+// NewCredentialFor builds a credential (and its secret) for agentID.
+func NewCredentialFor(pepper []byte, agentID string, expiresAt *time.Time, now time.Time) (NewCredential, error) {
+	secret, err := NewSecret()
+	if err != nil {
+		return NewCredential{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return NewCredential{}, err
+	}
+	return NewCredential{
+		Credential: Credential{CredentialID: id.String(), ClientID: agentID, Status: CredentialActive,
+			CreatedAt: now, ExpiresAt: expiresAt, Digest: DigestSecret(pepper, secret)},
+		ClientSecret: secret,
+	}, nil
+}
+
+// CreateCredential issues a new client secret for an agent of the caller's org.
+func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, agentID string, in CreateCredentialInput) (NewCredential, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+		return NewCredential{}, err
+	}
+	if !validAgentID(agentID) {
+		return NewCredential{}, notFoundAgent()
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	var exp *time.Time
+	if in.ExpiresAt != nil {
+		e := in.ExpiresAt.UTC().Truncate(time.Microsecond)
+		if !e.After(now) {
+			return NewCredential{}, httpx.Validation("invalid request body", map[string]string{"expiresAt": "must be in the future"})
+		}
+		exp = &e
+	}
+	nc, err := NewCredentialFor(s.cfg.Pepper, agentID, exp, now)
+	if err != nil {
+		return NewCredential{}, httpx.Internal(err)
+	}
+	ev, err := credentialEvent(events.CredentialGenerated, caller.OrgID, nc.Credential, now)
+	if err != nil {
+		return NewCredential{}, httpx.Internal(err)
+	}
+	if err := s.store.CreateCredential(ctx, caller.OrgID, nc.Credential, []events.Envelope{ev}); err != nil {
+		return NewCredential{}, s.mapAgentErr(agentID, err, -1)
+	}
+	s.notify()
+	s.clients.Invalidate(agentID)
+	return nc, nil
+}
+
+// ListCredentials lists an agent's credentials (never their secrets).
+func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, agentID string) ([]Credential, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
+		return nil, err
+	}
+	if !validAgentID(agentID) {
+		return nil, notFoundAgent()
+	}
+	cs, err := s.store.ListCredentials(ctx, caller.OrgID, agentID)
+	if err != nil {
+		return nil, s.mapAgentErr(agentID, err, -1)
+	}
+	if cs == nil {
+		cs = []Credential{}
+	}
+	return cs, nil
+}
+
+// RotateCredential replaces a credential's secret; the old one stops
+// working at once.
+func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) (NewCredential, error) {
+	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+		return NewCredential{}, err
+	}
+	if !validAgentID(agentID) {
+		return NewCredential{}, notFoundAgent()
+	}
+	if !validAgentID(credentialID) {
+		return NewCredential{}, notFoundCredential()
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return NewCredential{}, httpx.Internal(err)
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	c, err := s.store.UpdateCredential(ctx, caller.OrgID, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
+		if a.Status == StatusDecommissioned {
+			return nil, httpx.Conflict(CodeAgentDecommission, "the agent is decommissioned")
+		}
+		if c.Status != CredentialActive {
+			return nil, httpx.Conflict("CREDENTIAL_REVOKED", "a revoked credential cannot be rotated")
+		}
+		if c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
+			return nil, httpx.Conflict("CREDENTIAL_EXPIRED", "an expired credential cannot be rotated")
+		}
+		c.Digest = DigestSecret(s.cfg.Pepper, secret)
+		ev, err := credentialEvent(events.CredentialRotated, a.OrganizationID, *c, now)
+		if err != nil {
+			return nil, err
+		}
+		return []events.Envelope{ev}, nil
+	})
+	if err != nil {
+		return NewCredential{}, s.mapCredentialErr(agentID, err)
+	}
+	s.notify()
+	s.clients.Invalidate(agentID)
+	return NewCredential{Credential: c, ClientSecret: secret}, nil
+}
+
+// RevokeCredential revokes a credential; revoking twice succeeds.
+func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) error {
+	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+		return err
+	}
+	if !validAgentID(agentID) {
+		return notFoundAgent()
+	}
+	if !validAgentID(credentialID) {
+		return notFoundCredential()
+	}
+	now := s.now().UTC().Truncate(time.Microsecond)
+	_, err := s.store.UpdateCredential(ctx, caller.OrgID, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
+		if c.Status == CredentialRevoked {
+			return nil, nil
+		}
+		c.Status = CredentialRevoked
+		c.RevokedAt = &now
+		ev, err := credentialEvent(events.CredentialRevoked, a.OrganizationID, *c, now)
+		if err != nil {
+			return nil, err
+		}
+		return []events.Envelope{ev}, nil
+	})
+	if err != nil {
+		return s.mapCredentialErr(agentID, err)
+	}
+	s.notify()
+	s.clients.Invalidate(agentID)
+	return nil
+}
+
+// ErrCredentialNotFound distinguishes a missing credential from a missing
+// agent in UpdateCredential.
+var ErrCredentialNotFound = fmt.Errorf("credential %w", ErrNotFound)
+
+func (s *Service) mapCredentialErr(agentID string, err error) error {
+	if errors.Is(err, ErrCredentialNotFound) {
+		return notFoundCredential()
+	}
+	return s.mapAgentErr(agentID, err, -1)
+}

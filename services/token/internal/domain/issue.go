@@ -1,0 +1,225 @@
+package domain
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/jose"
+	"github.com/google/uuid"
+)
+
+// OAuthError is an RFC 6749 §5.2 error response.
+type OAuthError struct {
+	Status      int           `json:"-"`
+	Code        string        `json:"error"`
+	Description string        `json:"error_description,omitempty"`
+	RetryAfter  time.Duration `json:"-"`
+	// Challenge is set when the client authenticated with HTTP Basic, so
+	// the 401 carries WWW-Authenticate (RFC 6749 §5.2).
+	Challenge bool `json:"-"`
+}
+
+func (e *OAuthError) Error() string { return e.Code + ": " + e.Description }
+
+// InvalidRequest is a 400 invalid_request.
+func InvalidRequest(desc string) *OAuthError {
+	return &OAuthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: desc}
+}
+
+// TokenRequest is a parsed client_credentials request.
+type TokenRequest struct {
+	ClientID string
+	Secret   string
+	Scope    string
+	HasScope bool
+	Basic    bool // client_secret_basic was used
+}
+
+// TokenResponse is RFC 6749 §5.1.
+type TokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope"`
+}
+
+// AccessClaims are the RFC 9068 claims of an access token.
+type AccessClaims struct {
+	jose.RegisteredClaims
+	ClientID       string `json:"client_id"`
+	Scope          string `json:"scope"`
+	OrganizationID string `json:"organization_id"`
+	CredentialID   string `json:"credential_id"`
+}
+
+// invalidClient is the one answer for every client authentication failure,
+// so that responses do not reveal which part was wrong.
+func invalidClient(basic bool) *OAuthError {
+	return &OAuthError{Status: http.StatusUnauthorized, Code: "invalid_client", Description: "client authentication failed", Challenge: basic}
+}
+
+// IssueToken authenticates the client and issues an access token. It
+// touches no database on the hot path: client records come from the
+// in-memory cache.
+func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenResponse, *OAuthError) {
+	now := s.now()
+	digest := s.digest(req.Secret)
+	var rec ClientRecord
+	found := false
+	if validAgentID(req.ClientID) {
+		var err error
+		rec, found, err = s.clients.Get(ctx, req.ClientID)
+		if err != nil {
+			s.log.ErrorContext(ctx, "load client", "client_id", req.ClientID, "err", err)
+			s.issued.WithLabelValues("error").Inc()
+			return TokenResponse{}, &OAuthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "try again later", RetryAfter: time.Second}
+		}
+	}
+	credID := ""
+	if !found {
+		// Spend the same time as a real comparison.
+		hmac.Equal(digest, s.dummyDigest)
+		return TokenResponse{}, s.authFailed(ctx, req, "unknown_client")
+	}
+	for _, c := range rec.Credentials {
+		if hmac.Equal(digest, c.Digest) && (c.ExpiresAt == nil || now.Before(*c.ExpiresAt)) {
+			credID = c.ID
+		}
+	}
+	if credID == "" {
+		return TokenResponse{}, s.authFailed(ctx, req, "invalid_secret")
+	}
+	if rec.Status != StatusActive {
+		return TokenResponse{}, s.authFailed(ctx, req, "agent_"+rec.Status)
+	}
+	scopes := rec.DefaultScopes
+	if req.HasScope {
+		scopes = strings.Fields(req.Scope)
+		if len(scopes) == 0 || len(req.Scope) > 1024 {
+			s.issued.WithLabelValues("invalid_scope").Inc()
+			return TokenResponse{}, &OAuthError{Status: http.StatusBadRequest, Code: "invalid_scope", Description: "scope must list at least one scope"}
+		}
+		for _, sc := range scopes {
+			if !slices.Contains(rec.Scopes, sc) {
+				s.issued.WithLabelValues("invalid_scope").Inc()
+				return TokenResponse{}, &OAuthError{Status: http.StatusBadRequest, Code: "invalid_scope", Description: "requested scope exceeds the client's scopes"}
+			}
+		}
+		scopes = dedupe(scopes)
+	}
+	if oe := s.countToken(ctx, rec.OrgID, now); oe != nil {
+		s.issued.WithLabelValues("rate_limited").Inc()
+		return TokenResponse{}, oe
+	}
+	scope := strings.Join(scopes, " ")
+	jti, err := uuid.NewV7()
+	if err != nil {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		jti = uuid.UUID(b)
+	}
+	iat := now.Unix()
+	exp := now.Add(s.cfg.TokenTTL)
+	claims := AccessClaims{
+		RegisteredClaims: jose.RegisteredClaims{Issuer: s.cfg.Issuer, Subject: rec.AgentID, Audience: jose.Audience{s.cfg.Audience},
+			ExpiresAt: exp.Unix(), NotBefore: iat, IssuedAt: iat, ID: jti.String()},
+		ClientID: rec.AgentID, Scope: scope, OrganizationID: rec.OrgID, CredentialID: credID,
+	}
+	tok, err := s.signer.Sign(claims)
+	if err != nil {
+		s.log.ErrorContext(ctx, "sign token", "err", err)
+		s.issued.WithLabelValues("error").Inc()
+		return TokenResponse{}, &OAuthError{Status: http.StatusInternalServerError, Code: "server_error", Description: "could not issue token"}
+	}
+	if s.pub != nil {
+		if ev, err := events.New(events.TokenIssued, Source, rec.OrgID, rec.AgentID, events.TokenIssuedData{
+			JTI: claims.ID, ClientID: rec.AgentID, CredentialID: credID, Scope: scope, GrantType: "client_credentials",
+			ExpiresAt: time.Unix(exp.Unix(), 0).UTC(), IssuedAt: time.Unix(iat, 0).UTC(),
+		}); err == nil {
+			s.pub.Publish(ev)
+		}
+	}
+	s.issued.WithLabelValues("issued").Inc()
+	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second), Scope: scope}, nil
+}
+
+// countToken enforces the org's daily token limit. A cache failure lets
+// the token through (logged and counted) rather than taking issuance down.
+func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *OAuthError {
+	if s.counters == nil {
+		return nil
+	}
+	day := now.UTC()
+	midnight := time.Date(day.Year(), day.Month(), day.Day()+1, 0, 0, 0, 0, time.UTC)
+	key := "usage:tokens:" + orgID + ":" + day.Format("20060102")
+	limit := s.orgs.Limits(orgID).MaxTokensPerDay
+	if limit < 0 {
+		if _, err := s.counters.IncrBy(ctx, key, 1, midnight); err != nil {
+			s.cacheErrors.Inc()
+			s.log.WarnContext(ctx, "count token usage", "org", orgID, "err", err)
+		}
+		return nil
+	}
+	_, allowed, err := s.counters.IncrUpTo(ctx, key, limit, midnight)
+	if err != nil {
+		s.cacheErrors.Inc()
+		s.log.WarnContext(ctx, "count token usage; allowing", "org", orgID, "err", err)
+		return nil
+	}
+	if !allowed {
+		return &OAuthError{Status: http.StatusTooManyRequests, Code: "invalid_request", Description: "daily token limit reached", RetryAfter: midnight.Sub(now)}
+	}
+	return nil
+}
+
+// authFailed records a failed client authentication (metric, rate-limited
+// log, auth.failed event) and returns the uniform invalid_client error.
+func (s *Service) authFailed(ctx context.Context, req TokenRequest, reason string) *OAuthError {
+	s.issued.WithLabelValues("invalid_client").Inc()
+	now := s.now()
+	sec := now.Unix()
+	if s.failLogAt.Load() != sec {
+		s.failLogAt.Store(sec)
+		s.failLogged.Store(0)
+	}
+	if s.failLogged.Add(1) <= 5 {
+		s.log.InfoContext(ctx, "client authentication failed", "client_id", truncate(req.ClientID, 64), "reason", reason)
+	}
+	if s.pub != nil {
+		if ev, err := events.New(events.AuthFailed, Source, "", "", events.AuthFailedData{
+			ClientID: truncate(req.ClientID, 64), Reason: reason, At: now.UTC(),
+		}); err == nil {
+			s.pub.Publish(ev)
+		}
+	}
+	return invalidClient(req.Basic)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// Discovery is the RFC 8414 / OpenID discovery document.
+func (s *Service) Discovery() map[string]any {
+	iss := strings.TrimRight(s.cfg.Issuer, "/")
+	return map[string]any{
+		"issuer":                                iss,
+		"token_endpoint":                        iss + "/oauth2/token",
+		"jwks_uri":                              iss + "/.well-known/jwks.json",
+		"grant_types_supported":                 []string{"client_credentials"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"scopes_supported":                      KnownScopes,
+		"response_types_supported":              []string{"token"},
+		"subject_types_supported":               []string{"public"},
+		"id_token_signing_alg_values_supported": []string{string(s.cfg.Alg)},
+	}
+}

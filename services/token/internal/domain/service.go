@@ -1,0 +1,188 @@
+package domain
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/jose"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Source is the event source of this service.
+const Source = "token"
+
+// Counters is the slice of the shared cache the service uses: usage
+// counters read by the tier service and the daily token limit.
+type Counters interface {
+	// SetValue stores value under key with no expiry.
+	SetValue(ctx context.Context, key, value string) error
+	// IncrBy adds n to key (created with expiry expireAt).
+	IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error)
+	// IncrUpTo adds 1 unless that would exceed limit.
+	IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error)
+}
+
+// Publisher publishes events that have no database write behind them.
+type Publisher interface {
+	Publish(e events.Envelope) bool
+}
+
+// Settings are the domain's configuration.
+type Settings struct {
+	Issuer   string
+	Audience string
+	TokenTTL time.Duration
+	Alg      jose.Alg
+	// Pepper keys the HMAC under which client secrets are stored.
+	Pepper []byte
+	// ClientCacheTTL and ClientCacheSize bound the in-memory client cache.
+	ClientCacheTTL  time.Duration
+	ClientCacheSize int
+}
+
+// Deps are what the domain service consumes.
+type Deps struct {
+	Store     Store
+	Keys      KeyStore
+	Counters  Counters
+	Orgs      *OrgModel
+	Publisher Publisher
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+	// Notify is called after each commit that wrote outbox rows (wakes the relay).
+	Notify func()
+}
+
+// Service implements agents, credentials and token issuance.
+type Service struct {
+	cfg      Settings
+	store    Store
+	keys     KeyStore
+	counters Counters
+	orgs     *OrgModel
+	pub      Publisher
+	log      *slog.Logger
+	notify   func()
+	clients  *ClientCache
+	signer   *jose.Signer
+	jwks     []byte
+	now      func() time.Time
+
+	dummyDigest []byte
+	issued      *prometheus.CounterVec
+	cacheErrors prometheus.Counter
+	failLogAt   atomic.Int64 // unix seconds of the last logged auth failure
+	failLogged  atomic.Int64
+}
+
+// NewService loads (or creates) the signing key and builds the service.
+func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
+	if len(cfg.Pepper) < 32 {
+		return nil, fmt.Errorf("secret pepper must be at least 32 bytes")
+	}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = time.Hour
+	}
+	if cfg.ClientCacheTTL <= 0 {
+		cfg.ClientCacheTTL = 60 * time.Second
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Notify == nil {
+		d.Notify = func() {}
+	}
+	if d.Orgs == nil {
+		d.Orgs = NewOrgModel(d.Logger)
+	}
+	key, err := d.Keys.Active(ctx, cfg.Alg)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	signer, err := jose.NewSigner(key, "at+jwt")
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
+		log: d.Logger, notify: d.Notify, signer: signer, now: time.Now}
+	if err := s.ReloadJWKS(ctx); err != nil {
+		return nil, err
+	}
+	s.clients = NewClientCache(d.Store.LoadClient, cfg.ClientCacheTTL, cfg.ClientCacheSize)
+	s.dummyDigest = s.digest("ais_dummy-secret-for-constant-time-comparison")
+	s.issued = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentidp_tokens_issued_total", Help: "Token endpoint outcomes.",
+	}, []string{"outcome"})
+	s.cacheErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "agentidp_token_usage_cache_errors_total", Help: "Cache errors while counting token usage (issuance was allowed).",
+	})
+	if d.Registry != nil {
+		if err := d.Registry.Register(s.issued); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+		if err := d.Registry.Register(s.cacheErrors); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// ReloadJWKS re-reads the published keys.
+func (s *Service) ReloadJWKS(ctx context.Context) error {
+	keys, err := s.keys.Published(ctx)
+	if err != nil {
+		return err
+	}
+	b, err := jsonMarshal(jose.JWKS{Keys: keys})
+	if err != nil {
+		return err
+	}
+	s.jwks = b
+	return nil
+}
+
+// JWKS returns the encoded key set.
+func (s *Service) JWKS() []byte { return s.jwks }
+
+// Settings returns the configuration in use.
+func (s *Service) Settings() Settings { return s.cfg }
+
+// Orgs returns the org read model.
+func (s *Service) Orgs() *OrgModel { return s.orgs }
+
+// Clients returns the client cache (for invalidation by events).
+func (s *Service) Clients() *ClientCache { return s.clients }
+
+// SetClock replaces the clock (tests).
+func (s *Service) SetClock(now func() time.Time) { s.now = now }
+
+func (s *Service) digest(secret string) []byte {
+	m := hmac.New(sha256.New, s.cfg.Pepper)
+	m.Write([]byte(secret))
+	return m.Sum(nil)
+}
+
+// DigestSecret is HMAC-SHA256(pepper, secret), the only form in which a
+// client secret is stored.
+func DigestSecret(pepper []byte, secret string) []byte {
+	m := hmac.New(sha256.New, pepper)
+	m.Write([]byte(secret))
+	return m.Sum(nil)
+}
+
+// publishUsage writes the org's agent count for the tier service.
+func (s *Service) publishUsage(ctx context.Context, orgID string, count int64) {
+	if s.counters == nil {
+		return
+	}
+	if err := s.counters.SetValue(ctx, "usage:agents:"+orgID, strconv.FormatInt(count, 10)); err != nil {
+		s.log.WarnContext(ctx, "write agent usage", "org", orgID, "err", err)
+	}
+}

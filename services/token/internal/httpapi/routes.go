@@ -1,0 +1,63 @@
+// Package httpapi is the token service's HTTP adapter: every route is
+// listed in Routes; handlers translate HTTP to domain calls and back.
+package httpapi
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/services/token/internal/domain"
+	"github.com/labstack/echo/v4"
+)
+
+// API holds what the handlers need.
+type API struct {
+	svc *domain.Service
+}
+
+// IsPublic reports the routes reachable without the gateway's internal
+// context: the OAuth token endpoint (clients authenticate themselves) and
+// discovery.
+func IsPublic(method, path string) bool {
+	switch {
+	case method == "POST" && (path == "/oauth2/token" || path == "/api/v1/token"):
+		return true
+	case (method == "GET" || method == "HEAD") && strings.HasPrefix(path, "/.well-known/"):
+		return true
+	}
+	return false
+}
+
+// New returns the service's HTTP handler.
+func New(svc *domain.Service, logger *slog.Logger, metrics *httpx.Metrics, codec *authn.Codec) *echo.Echo {
+	e := httpx.NewEcho(logger)
+	if metrics != nil {
+		e.Use(metrics.Middleware)
+	}
+	e.Use(httpx.RequireIdentity(codec, IsPublic))
+	a := &API{svc: svc}
+	a.Routes(e)
+	return e
+}
+
+// Routes registers every route.
+func (a *API) Routes(e *echo.Echo) {
+	e.POST("/oauth2/token", a.token)
+	e.POST("/api/v1/token", a.token)
+	e.GET("/.well-known/jwks.json", a.jwks)
+	e.GET("/.well-known/oauth-authorization-server", a.discovery)
+	e.GET("/.well-known/openid-configuration", a.discovery)
+
+	g := e.Group("/api/v1/agents")
+	g.POST("", a.createAgent)
+	g.GET("", a.listAgents)
+	g.GET("/:agentId", a.getAgent)
+	g.PATCH("/:agentId", a.updateAgent)
+	g.DELETE("/:agentId", a.decommissionAgent)
+	g.POST("/:agentId/credentials", a.createCredential)
+	g.GET("/:agentId/credentials", a.listCredentials)
+	g.POST("/:agentId/credentials/:credentialId/rotate", a.rotateCredential)
+	g.DELETE("/:agentId/credentials/:credentialId", a.revokeCredential)
+}

@@ -1,0 +1,183 @@
+// Package token is the AgentIdP token service: the agent registry,
+// client credentials, signing keys and the OAuth 2.0 client_credentials
+// endpoint with discovery and JWKS. This package is the public assembly
+// (Spec, Config, New, Bootstrap); the domain lives in internal/domain, the
+// SQL store in internal/sqlstore and the HTTP adapter in internal/httpapi.
+package token
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/cache"
+	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/natsbus"
+	lib "github.com/agentidp/agentidp/libs/sqlstore"
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/token/internal/domain"
+	"github.com/agentidp/agentidp/services/token/internal/httpapi"
+	"github.com/agentidp/agentidp/services/token/internal/sqlstore"
+	"github.com/nats-io/nats.go"
+)
+
+// Name is the service name.
+const Name = "token"
+
+// Migrations are the service's schema migrations (postgres/ and sqlite/).
+//
+//go:embed postgres/*.sql sqlite/*.sql
+var Migrations embed.FS
+
+// Spec describes the token service binary.
+func Spec() svcrun.Spec {
+	return svcrun.Spec{
+		Name:            Name,
+		DefaultHTTPAddr: ":8081",
+		DefaultInternal: ":9081",
+		NeedsDB:         true,
+		NeedsCache:      true,
+		Migrations:      Migrations,
+		Env:             EnvDocs,
+		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := ConfigFromEnv(env)
+			return func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+				return New(ctx, cfg, d)
+			}
+		},
+	}
+}
+
+// Service is the assembled token service.
+type Service struct {
+	svc     *domain.Service
+	handler http.Handler
+	relay   *lib.Relay
+	async   *natsbus.AsyncPublisher
+	d       *svcrun.Deps
+	orgs    *domain.OrgModel
+	orgsOK  atomic.Bool
+}
+
+var _ svcrun.Service = (*Service)(nil)
+
+// counters adapts the shared cache to the domain's Counters.
+type counters struct{ c cache.Cache }
+
+func (c counters) SetValue(ctx context.Context, key, value string) error {
+	return c.c.Set(ctx, key, []byte(value), 0)
+}
+
+func (c counters) IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error) {
+	return c.c.IncrBy(ctx, key, n, expireAt)
+}
+
+func (c counters) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
+	return c.c.IncrUpTo(ctx, key, limit, expireAt)
+}
+
+// New builds the service: it ensures the outbox table, loads (or creates)
+// the signing key and wires the adapters. d must carry DB, JS, NATS, Codec,
+// Registry and Logger; Cache may be nil (no usage counting, no daily limit).
+// The caller (svcrun) has applied Migrations.
+func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
+	if d.DB == nil || d.JS == nil || d.NATS == nil || d.Codec == nil {
+		return nil, errors.New("token: DB, NATS, JetStream and Codec are required")
+	}
+	if err := d.DB.EnsureOutbox(ctx); err != nil {
+		return nil, err
+	}
+	store := sqlstore.New(d.DB)
+	keys, err := domain.NewSealedKeyStore(store, cfg.KeyEncryptionKey)
+	if err != nil {
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	s := &Service{d: d, orgs: domain.NewOrgModel(d.Logger)}
+	s.relay = lib.NewRelay(d.DB, func(ctx context.Context, msgs []lib.OutboxMessage) error {
+		raw := make([]natsbus.RawMessage, len(msgs))
+		for i, m := range msgs {
+			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
+		}
+		return natsbus.PublishRaw(ctx, d.JS, raw)
+	}, lib.RelayOptions{Logger: d.Logger, Registerer: d.Registry, Service: Name})
+	s.async = natsbus.NewAsyncPublisher(d.JS, natsbus.AsyncOptions{Service: Name, Registerer: d.Registry, Logger: d.Logger})
+	var ctr domain.Counters
+	if d.Cache != nil {
+		ctr = counters{d.Cache}
+	}
+	s.svc, err = domain.NewService(ctx, domain.Settings{
+		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, Alg: cfg.SigningAlg,
+		Pepper: cfg.SecretPepper, ClientCacheTTL: cfg.ClientCacheTTL, ClientCacheSize: cfg.ClientCacheSize,
+	}, domain.Deps{Store: store, Keys: keys, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
+	if err != nil {
+		s.async.Close()
+		return nil, fmt.Errorf("token: %w", err)
+	}
+	var metrics *httpx.Metrics
+	if d.Registry != nil {
+		metrics = httpx.NewMetrics(d.Registry, Name)
+	}
+	s.handler = httpapi.New(s.svc, d.Logger, metrics, d.Codec)
+	return s, nil
+}
+
+// Handler implements svcrun.Service.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Checks implements svcrun.Service: not ready until the organisation read
+// model has loaded.
+func (s *Service) Checks() map[string]httpx.Check {
+	return map[string]httpx.Check{
+		"org_read_model": func(context.Context) error {
+			if !s.orgsOK.Load() {
+				return errors.New("organisation read model loading")
+			}
+			return nil
+		},
+	}
+}
+
+// Run relays the outbox, watches the organisation read model and drops
+// cached clients named by agent.* and credential.* events, until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	defer s.async.Close()
+	kv, err := natsbus.EnsureKV(ctx, s.d.JS, events.OrgsBucket, 0)
+	if err != nil {
+		return err
+	}
+	ready, err := natsbus.WatchKV(ctx, kv, s.d.Logger, s.orgs.Apply)
+	if err != nil {
+		return err
+	}
+	go func() {
+		select {
+		case <-ready:
+			s.orgsOK.Store(true)
+		case <-ctx.Done():
+		}
+	}()
+	// Core NATS subscriptions see every JetStream publish, so each replica
+	// drops a revoked credential within milliseconds.
+	invalidate := func(m *nats.Msg) {
+		e, err := events.Decode(m.Data)
+		if err != nil || e.Subject == "" {
+			return
+		}
+		s.svc.Clients().Invalidate(e.Subject)
+	}
+	for _, subj := range []string{events.DomainSubjects("agent"), events.DomainSubjects("credential")} {
+		sub, err := s.d.NATS.Subscribe(subj, invalidate)
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", subj, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	return s.relay.Run(ctx)
+}
