@@ -1,0 +1,220 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configures NewRedis.
+type RedisOptions struct {
+	// URL is a redis:// or rediss:// URL (redis.ParseURL syntax).
+	URL string
+	// Prefix is prepended to every key (e.g. "gateway:").
+	Prefix string
+	// PoolSize overrides the connection pool size (default 64).
+	PoolSize int
+	// Timeout overrides the read/write timeout (default 500ms; dial gets
+	// twice this), so a dead Redis fails fast.
+	Timeout time.Duration
+}
+
+// Redis is the Cache backed by Redis (go-redis v9). Counter operations run as
+// Lua scripts (EVALSHA), so they are atomic.
+type Redis struct {
+	client *redis.Client
+	prefix string
+}
+
+var _ Cache = (*Redis)(nil)
+
+// NewRedis builds the client; it does not connect (use Ping).
+func NewRedis(opts RedisOptions) (*Redis, error) {
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("cache: parse redis url: %w", err)
+	}
+	ro.PoolSize = 64
+	if opts.PoolSize > 0 {
+		ro.PoolSize = opts.PoolSize
+	}
+	timeout := 500 * time.Millisecond
+	if opts.Timeout > 0 {
+		timeout = opts.Timeout
+	}
+	ro.DialTimeout = 2 * timeout
+	ro.ReadTimeout = timeout
+	ro.WriteTimeout = timeout
+	ro.PoolTimeout = 2 * timeout
+	ro.MaxRetries = 1
+	return &Redis{client: redis.NewClient(ro), prefix: opts.Prefix}, nil
+}
+
+// Client returns the underlying go-redis client (keys are NOT prefixed).
+func (r *Redis) Client() *redis.Client { return r.client }
+
+// Prefix returns the key prefix.
+func (r *Redis) Prefix() string { return r.prefix }
+
+func (r *Redis) k(key string) string { return r.prefix + key }
+
+func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	b, err := r.client.Get(ctx, r.k(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("cache: get: %w", err)
+	}
+	return b, true, nil
+}
+
+func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	if ttl < 0 {
+		return ErrNegativeTTL
+	}
+	if err := r.client.Set(ctx, r.k(key), value, ttl).Err(); err != nil {
+		return fmt.Errorf("cache: set: %w", err)
+	}
+	return nil
+}
+
+func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Duration) (bool, error) {
+	if ttl < 0 {
+		return false, ErrNegativeTTL
+	}
+	ok, err := r.client.SetNX(ctx, r.k(key), value, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("cache: setnx: %w", err)
+	}
+	return ok, nil
+}
+
+func (r *Redis) Delete(ctx context.Context, keys ...string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	pk := make([]string, len(keys))
+	for i, k := range keys {
+		pk[i] = r.k(k)
+	}
+	if err := r.client.Del(ctx, pk...).Err(); err != nil {
+		return fmt.Errorf("cache: delete: %w", err)
+	}
+	return nil
+}
+
+// ARGV[2] is the expiry in unix milliseconds, 0 = none.
+var incrByScript = redis.NewScript(`
+local existed = redis.call('EXISTS', KEYS[1])
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if existed == 0 and tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+return v
+`)
+
+// ARGV[1] = limit, ARGV[2] = expiry in unix milliseconds (0 = none).
+// Returns {value, 1 if incremented else 0}.
+var incrUpToScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+local n = 0
+if cur then
+  n = tonumber(cur)
+  if n == nil or string.find(cur, '^%-?%d+$') == nil then
+    return redis.error_reply('ERR value is not an integer or out of range')
+  end
+end
+if n + 1 > tonumber(ARGV[1]) then
+  return {n, 0}
+end
+local v = redis.call('INCR', KEYS[1])
+if not cur and tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+return {v, 1}
+`)
+
+func expireMillis(at time.Time) int64 {
+	if at.IsZero() {
+		return 0
+	}
+	ms := at.UnixMilli()
+	if ms <= 0 {
+		ms = 1 // in the past: expire immediately, not "never"
+	}
+	return ms
+}
+
+func counterErr(op string, err error) error {
+	if strings.Contains(err.Error(), "not an integer") {
+		return fmt.Errorf("cache: %s: %w: %v", op, ErrNotInteger, err)
+	}
+	return fmt.Errorf("cache: %s: %w", op, err)
+}
+
+func (r *Redis) IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error) {
+	v, err := incrByScript.Run(ctx, r.client, []string{r.k(key)}, n, expireMillis(expireAt)).Int64()
+	if err != nil {
+		return 0, counterErr("incrby", err)
+	}
+	return v, nil
+}
+
+func (r *Redis) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
+	res, err := incrUpToScript.Run(ctx, r.client, []string{r.k(key)}, limit, expireMillis(expireAt)).Int64Slice()
+	if err != nil {
+		return 0, false, counterErr("incrupto", err)
+	}
+	if len(res) != 2 {
+		return 0, false, fmt.Errorf("cache: incrupto: unexpected reply %v", res)
+	}
+	return res[0], res[1] == 1, nil
+}
+
+func (r *Redis) Counters(ctx context.Context, keys ...string) ([]int64, error) {
+	out := make([]int64, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	pk := make([]string, len(keys))
+	for i, k := range keys {
+		pk[i] = r.k(k)
+	}
+	vals, err := r.client.MGet(ctx, pk...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cache: counters: %w", err)
+	}
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		s, _ := v.(string)
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("cache: counters: key %q: %w", keys[i], ErrNotInteger)
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("cache: ping redis: %w", err)
+	}
+	return nil
+}
+
+func (r *Redis) Close() error {
+	err := r.client.Close()
+	if errors.Is(err, redis.ErrClosed) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/libs/safehttp
+
+go 1.26
