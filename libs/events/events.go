@@ -62,7 +62,15 @@ const (
 	TierChanged    Type = "tier.changed"
 
 	WebhookDeliveryFailed      Type = "webhook.delivery.failed"
+	WebhookEndpointDisabled    Type = "webhook.endpoint.disabled"
 	BillingSubscriptionUpdated Type = "billing.subscription.updated"
+
+	DIDCreated              Type = "did.created"
+	DIDKeyRotated           Type = "did.key_rotated"
+	FederationPartnerAdded  Type = "federation.partner.added"
+	FederationPartnerUpdate Type = "federation.partner.updated"
+	FederationPartnerRemove Type = "federation.partner.removed"
+	FederationTokenExchange Type = "federation.token.exchanged"
 )
 
 // Types lists every known event type.
@@ -72,7 +80,9 @@ var Types = []Type{
 	TokenIssued, TokenRevoked, TokenIntrospected, AuthFailed,
 	DelegationCreated, DelegationRevoked,
 	OrgCreated, OrgUpdated, OrgDeleted, OrgMemberAdded, TierChanged,
-	WebhookDeliveryFailed, BillingSubscriptionUpdated,
+	WebhookDeliveryFailed, WebhookEndpointDisabled, BillingSubscriptionUpdated,
+	DIDCreated, DIDKeyRotated,
+	FederationPartnerAdded, FederationPartnerUpdate, FederationPartnerRemove, FederationTokenExchange,
 }
 
 // Subject is the NATS subject the event type is published on:
