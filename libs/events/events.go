@@ -65,12 +65,12 @@ const (
 	WebhookEndpointDisabled    Type = "webhook.endpoint.disabled"
 	BillingSubscriptionUpdated Type = "billing.subscription.updated"
 
-	DIDCreated              Type = "did.created"
-	DIDKeyRotated           Type = "did.key_rotated"
-	FederationPartnerAdded  Type = "federation.partner.added"
-	FederationPartnerUpdate Type = "federation.partner.updated"
-	FederationPartnerRemove Type = "federation.partner.removed"
-	FederationTokenExchange Type = "federation.token.exchanged"
+	DIDCreated               Type = "did.created"
+	DIDKeyRotated            Type = "did.key_rotated"
+	FederationPartnerAdded   Type = "federation.partner.added"
+	FederationPartnerUpdated Type = "federation.partner.updated"
+	FederationPartnerRemoved Type = "federation.partner.removed"
+	FederationTokenExchanged Type = "federation.token.exchanged"
 )
 
 // Types lists every known event type.
@@ -82,7 +82,7 @@ var Types = []Type{
 	OrgCreated, OrgUpdated, OrgDeleted, OrgMemberAdded, TierChanged,
 	WebhookDeliveryFailed, WebhookEndpointDisabled, BillingSubscriptionUpdated,
 	DIDCreated, DIDKeyRotated,
-	FederationPartnerAdded, FederationPartnerUpdate, FederationPartnerRemove, FederationTokenExchange,
+	FederationPartnerAdded, FederationPartnerUpdated, FederationPartnerRemoved, FederationTokenExchanged,
 }
 
 // Subject is the NATS subject the event type is published on:
