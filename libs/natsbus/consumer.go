@@ -186,9 +186,27 @@ func newConsumerMetrics(reg prometheus.Registerer, durable string) *consumerMetr
 		lag:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "agentidp_consumer_lag", Help: "Events pending for this consumer at the last fetch.", ConstLabels: labels}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.processed, m.failures, m.deadLettered, m.lag)
+		m.processed = registerOrReuse(reg, m.processed)
+		m.failures = registerOrReuse(reg, m.failures)
+		m.deadLettered = registerOrReuse(reg, m.deadLettered)
+		m.lag = registerOrReuse(reg, m.lag)
 	}
 	return m
+}
+
+// registerOrReuse registers c, or returns the collector already registered
+// under the same name, so a consumer restarted in the same process (or a
+// second Run) keeps counting into the same series instead of panicking.
+func registerOrReuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
 }
 
 // WatchKV calls apply for every current entry of bucket, then signals ready
