@@ -1,0 +1,209 @@
+// Package gateway is the only public entry of AgentIdP. Per request it
+// verifies the Bearer JWT locally against the token service's cached JWKS,
+// enforces the organisation's daily call limit with one atomic counter
+// round trip, evaluates the OPA policy (prepared once), and reverse-proxies
+// to the owning service with a signed internal context (authn) replacing
+// any identity headers the client sent. Public routes (token endpoint,
+// discovery, JWKS) skip the steps that do not apply.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/cache"
+	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/gateway/internal/jwks"
+	"github.com/agentidp/agentidp/services/gateway/internal/natskv"
+	"github.com/agentidp/agentidp/services/gateway/internal/opa"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Spec describes the gateway binary for svcrun.
+func Spec() svcrun.Spec {
+	return svcrun.Spec{
+		Name:            "gateway",
+		DefaultHTTPAddr: ":8080",
+		DefaultInternal: ":9080",
+		NeedsCache:      true,
+		Env:             EnvDocs,
+		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := ConfigFromEnv(env)
+			return func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+				return New(ctx, cfg, d)
+			}
+		},
+	}
+}
+
+// Gateway is the gateway service; it implements svcrun.Service.
+type Gateway struct {
+	cfg     Config
+	logger  *slog.Logger
+	codec   *authn.Codec
+	routes  *routeTable
+	keys    *jwks.Cache
+	tokens  *tokenCache // nil when disabled
+	orgs    *natskv.Orgs
+	policy  *opa.Engine
+	limiter *usageLimiter
+	metrics *metrics
+	now     func() time.Time
+
+	unmatched routeCounters
+	closers   []func()
+}
+
+// New builds the gateway. It loads the policy (failing on a broken one) and
+// opens the organisations bucket; keys and the organisation read model are
+// loaded by Run, and readiness reports them.
+func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
+	if d == nil || d.Codec == nil || d.JS == nil {
+		return nil, errors.New("gateway: deps need Codec and JetStream")
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reg := d.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	def := DefaultConfig()
+	if cfg.Leeway <= 0 {
+		cfg.Leeway = def.Leeway
+	}
+	if cfg.JWKSRefresh <= 0 {
+		cfg.JWKSRefresh = def.JWKSRefresh
+	}
+	if cfg.JWKSMinInterval <= 0 {
+		cfg.JWKSMinInterval = def.JWKSMinInterval
+	}
+	if cfg.PolicyPoll <= 0 {
+		cfg.PolicyPoll = def.PolicyPoll
+	}
+	if cfg.FreeCallsPerDay == 0 {
+		cfg.FreeCallsPerDay = def.FreeCallsPerDay
+	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = def.UpstreamTimeout
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = def.DialTimeout
+	}
+	if cfg.Routes == nil {
+		cfg.Routes = DefaultRoutes()
+	}
+	if cfg.JWKSURL == "" {
+		cfg.JWKSURL = cfg.Upstreams[ServiceToken] + "/.well-known/jwks.json"
+	}
+
+	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, now: time.Now, metrics: newMetrics(reg)}
+	g.unmatched.label = "unmatched"
+	var err error
+	if g.routes, err = newRouteTable(cfg.Routes, cfg.Upstreams); err != nil {
+		return nil, fmt.Errorf("gateway routes: %w", err)
+	}
+	transport := newTransport(cfg)
+	g.closers = append(g.closers, transport.CloseIdleConnections)
+	pool := newBufferPool()
+	for _, rt := range g.routes.routes {
+		target, err := url.Parse(cfg.Upstreams[rt.Service])
+		if err != nil {
+			return nil, fmt.Errorf("gateway upstream %s: %w", rt.Service, err)
+		}
+		rt.proxy = newProxy(target, transport, pool, logger, rt.Service)
+		rt.upstream = g.metrics.upstream.WithLabelValues(rt.Service)
+	}
+
+	if cfg.TokenCacheSize > 0 {
+		g.tokens = newTokenCache(cfg.TokenCacheSize)
+	}
+	g.keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, MinInterval: cfg.JWKSMinInterval, Logger: logger})
+	if cfg.PolicyDir != "" {
+		g.policy, err = opa.New(ctx, os.DirFS(cfg.PolicyDir), cfg.DecisionCacheSize, logger)
+	} else {
+		g.policy, err = opa.New(ctx, nil, cfg.DecisionCacheSize, logger)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("gateway policy: %w", err)
+	}
+	if g.orgs, err = natskv.Open(ctx, d.JS, cfg.KVReplicas, logger); err != nil {
+		return nil, err
+	}
+
+	shared := Counter(d.Cache)
+	mem := cache.NewMemory(cache.MemoryOptions{})
+	g.closers = append(g.closers, func() { _ = mem.Close() })
+	if d.Cache == nil {
+		shared = mem
+	}
+	g.limiter = &usageLimiter{shared: shared, fallback: mem, metric: g.metrics.fallback, logger: logger}
+	return g, nil
+}
+
+// Handler serves the public API.
+func (g *Gateway) Handler() http.Handler { return g }
+
+// Run keeps signing keys, the organisation read model and (with
+// PolicyDir) the policy current until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	defer func() {
+		for _, c := range g.closers {
+			c()
+		}
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.keys.Run(ctx, g.cfg.JWKSRefresh, time.Second)
+	}()
+	if g.cfg.PolicyDir != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g.policy.Watch(ctx, g.cfg.PolicyDir, g.cfg.PolicyPoll)
+		}()
+	}
+	err := g.orgs.Run(ctx)
+	cancel() // a failed watch stops the rest too, so svcrun sees the error
+	wg.Wait()
+	return err
+}
+
+// Checks reports readiness: keys loaded, organisations loaded, policy loaded.
+func (g *Gateway) Checks() map[string]httpx.Check {
+	return map[string]httpx.Check{
+		"jwks": func(context.Context) error {
+			if !g.keys.Loaded() {
+				return errors.New("signing keys not loaded")
+			}
+			return nil
+		},
+		"orgs": func(context.Context) error {
+			if !g.orgs.Ready() {
+				return errors.New("organisation read model not loaded")
+			}
+			return nil
+		},
+		"policy": func(context.Context) error {
+			if !g.policy.Loaded() {
+				return errors.New("policy not loaded")
+			}
+			return nil
+		},
+	}
+}

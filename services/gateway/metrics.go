@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Denial reasons (label values of agentidp_gateway_denials_total).
+const (
+	denyAuth   = "auth"
+	denyTier   = "tier"
+	denyPolicy = "policy"
+)
+
+type metrics struct {
+	requests *prometheus.CounterVec
+	denials  *prometheus.CounterVec
+	upstream *prometheus.HistogramVec
+	fallback prometheus.Counter
+
+	denyAuth   prometheus.Counter
+	denyTier   prometheus.Counter
+	denyPolicy prometheus.Counter
+}
+
+// routeCounters caches the resolved requests_total children of one route,
+// so the hot path does no label hashing or allocation after the first
+// request with a given code.
+type routeCounters struct {
+	label string
+	codes [600]atomic.Pointer[counterBox]
+}
+
+type counterBox struct{ prometheus.Counter }
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentidp_gateway_requests_total",
+			Help: "Requests by route (the route table's path) and status code.",
+		}, []string{"route", "code"}),
+		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentidp_gateway_denials_total",
+			Help: "Requests refused by the gateway, by reason (auth, tier, policy).",
+		}, []string{"reason"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "agentidp_gateway_upstream_duration_seconds",
+			Help:    "Time spent proxying to an upstream service, including the response body.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"service"}),
+		fallback: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "agentidp_gateway_tier_fallback_total",
+			Help: "Daily call counts taken from the in-process counter because the shared cache failed.",
+		}),
+	}
+	m.denyAuth = m.denials.WithLabelValues(denyAuth)
+	m.denyTier = m.denials.WithLabelValues(denyTier)
+	m.denyPolicy = m.denials.WithLabelValues(denyPolicy)
+	if reg != nil {
+		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback)
+	}
+	return m
+}
+
+func (m *metrics) request(rc *routeCounters, code int) {
+	if code < 100 || code >= len(rc.codes) {
+		m.requests.WithLabelValues(rc.label, strconv.Itoa(code)).Inc()
+		return
+	}
+	b := rc.codes[code].Load()
+	if b == nil {
+		b = &counterBox{m.requests.WithLabelValues(rc.label, strconv.Itoa(code))}
+		rc.codes[code].Store(b)
+	}
+	b.Inc()
+}
+
+func (m *metrics) deny(reason string) {
+	switch reason {
+	case denyAuth:
+		m.denyAuth.Inc()
+	case denyTier:
+		m.denyTier.Inc()
+	case denyPolicy:
+		m.denyPolicy.Inc()
+	}
+}

@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// verifiedToken is what the gateway keeps of a token that passed
+// verification. Its slices are shared by every request presenting the
+// token and must not be modified.
+type verifiedToken struct {
+	subject, clientID, orgID, jti, kid string
+	exp                                int64
+	scopes                             []string // sorted
+	actors                             []string
+}
+
+func newVerifiedToken(c *accessClaims, kid string) *verifiedToken {
+	scopes := strings.Fields(c.Scope)
+	slices.Sort(scopes)
+	return &verifiedToken{subject: c.Subject, clientID: c.ClientID, orgID: c.OrganizationID, jti: c.ID,
+		kid: kid, exp: c.ExpiresAt, scopes: scopes, actors: c.actors()}
+}
+
+// tokenCache remembers verified tokens until they expire: an agent uses
+// one access token for many calls, and signature verification is by far
+// the largest cost of a request. The key is the whole token, so a cached
+// entry matches only the exact bytes that were verified.
+type tokenCache struct {
+	shards   [64]tokenShard
+	perShard int
+}
+
+type tokenShard struct {
+	mu sync.RWMutex
+	m  map[string]*verifiedToken
+}
+
+func newTokenCache(size int) *tokenCache {
+	c := &tokenCache{perShard: max(size/64, 1)}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string]*verifiedToken)
+	}
+	return c
+}
+
+// shard picks by the token's last byte, which is signature material (the
+// token was verified before it is stored, so it cannot be chosen freely).
+func (c *tokenCache) shard(token string) *tokenShard {
+	return &c.shards[token[len(token)-1]%64]
+}
+
+// get returns the cached token if it is still unexpired at now (with
+// leeway) and its signing key is still published.
+func (c *tokenCache) get(token string, now time.Time, leeway time.Duration, keyKnown func(kid string) bool) (*verifiedToken, bool) {
+	s := c.shard(token)
+	s.mu.RLock()
+	v, ok := s.m[token]
+	s.mu.RUnlock()
+	if !ok {
+		return nil, false
+	}
+	if v.exp <= now.Add(-leeway).Unix() || !keyKnown(v.kid) {
+		s.mu.Lock()
+		delete(s.m, token)
+		s.mu.Unlock()
+		return nil, false
+	}
+	return v, true
+}
+
+func (c *tokenCache) put(token string, v *verifiedToken) {
+	s := c.shard(token)
+	s.mu.Lock()
+	if len(s.m) >= c.perShard {
+		clear(s.m) // bounded; re-verification refills it
+	}
+	s.m[token] = v
+	s.mu.Unlock()
+}

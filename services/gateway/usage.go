@@ -1,0 +1,138 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Counter is the part of the shared cache the daily call limit needs;
+// cache.Cache (Redis or in-process) satisfies it.
+type Counter interface {
+	// IncrUpTo increments key unless that would exceed limit, atomically,
+	// setting its expiry to expireAt, and returns the resulting value.
+	IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error)
+	// IncrBy adds n to key, setting its expiry to expireAt.
+	IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error)
+}
+
+// usageLimiter enforces an organisation's daily call limit with one atomic
+// counter per organisation and UTC day.
+type usageLimiter struct {
+	shared   Counter
+	fallback Counter // in-process; used when shared fails, so limits hold
+	metric   prometheus.Counter
+	logger   *slog.Logger
+	lastLog  atomic.Int64 // unix nanos of the last fallback log line
+	// downUntil (unix nanos) skips the shared cache for a moment after it
+	// failed, so an outage does not add a timeout to every request.
+	downUntil atomic.Int64
+	day       atomic.Pointer[utcDay]
+}
+
+// utcDay caches the key suffix and reset time of the current UTC day.
+type utcDay struct {
+	start    int64 // unix seconds of 00:00 UTC
+	stamp    string
+	midnight time.Time // next UTC midnight
+}
+
+// usage is the outcome of counting one call.
+type usage struct {
+	allowed   bool
+	unlimited bool
+	limit     int64
+	remaining int64
+	reset     time.Duration // until the counter resets (next UTC midnight)
+}
+
+func (l *usageLimiter) today(now time.Time) *utcDay {
+	sec := now.Unix()
+	if d := l.day.Load(); d != nil && sec >= d.start && sec < d.start+86400 {
+		return d
+	}
+	u := now.UTC()
+	start := time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC)
+	d := &utcDay{start: start.Unix(), stamp: start.Format("20060102"), midnight: start.Add(24 * time.Hour)}
+	l.day.Store(d)
+	return d
+}
+
+// take counts one call of org against limit (-1 = unlimited).
+func (l *usageLimiter) take(ctx context.Context, org string, limit int64, now time.Time) usage {
+	d := l.today(now)
+	key := "usage:calls:" + org + ":" + d.stamp
+	u := usage{limit: limit, reset: d.midnight.Sub(now)}
+	shared := l.shared
+	if time.Now().UnixNano() < l.downUntil.Load() {
+		shared = nil
+	}
+	if limit < 0 {
+		u.allowed, u.unlimited = true, true
+		var err error = errSkipped
+		if shared != nil {
+			_, err = shared.IncrBy(ctx, key, 1, d.midnight)
+		}
+		if err != nil {
+			l.fellBack(err)
+			_, _ = l.fallback.IncrBy(ctx, key, 1, d.midnight)
+		}
+		return u
+	}
+	var (
+		v   int64
+		ok  bool
+		err error = errSkipped
+	)
+	if shared != nil {
+		v, ok, err = shared.IncrUpTo(ctx, key, limit, d.midnight)
+	}
+	if err != nil {
+		l.fellBack(err)
+		// The in-process counter cannot fail in practice; if it ever
+		// did, refusing is the safe side.
+		v, ok, err = l.fallback.IncrUpTo(ctx, key, limit, d.midnight)
+		if err != nil {
+			return u
+		}
+	}
+	u.allowed = ok
+	u.remaining = max(limit-v, 0)
+	return u
+}
+
+// errSkipped marks a call not sent to the shared cache because it failed
+// recently.
+var errSkipped = errors.New("shared cache failed recently")
+
+// sharedRetry is how long the shared cache is skipped after a failure.
+const sharedRetry = time.Second
+
+func (l *usageLimiter) fellBack(err error) {
+	l.metric.Inc()
+	now := time.Now().UnixNano()
+	if err != errSkipped {
+		l.downUntil.Store(now + int64(sharedRetry))
+	}
+	last := l.lastLog.Load()
+	if now-last >= int64(10*time.Second) && l.lastLog.CompareAndSwap(last, now) {
+		l.logger.Warn("shared cache failed; counting calls in process", "err", err)
+	}
+}
+
+// setHeaders writes the RateLimit headers (draft-ietf-httpapi-ratelimit-headers).
+func (u usage) setHeaders(h http.Header) {
+	if u.unlimited {
+		return
+	}
+	reset := strconv.FormatInt(int64((u.reset+time.Second-1)/time.Second), 10)
+	h["Ratelimit-Limit"] = []string{strconv.FormatInt(u.limit, 10)}
+	h["Ratelimit-Remaining"] = []string{strconv.FormatInt(u.remaining, 10)}
+	h["Ratelimit-Reset"] = []string{reset}
+}
