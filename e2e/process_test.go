@@ -168,18 +168,28 @@ func waitReady(t *testing.T, p *proc, url string) {
 // returns the submatches.
 func waitOutput(t *testing.T, p *proc, re *regexp.Regexp) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
+	find := func() []string {
 		sc := bufio.NewScanner(bytes.NewReader([]byte(p.output())))
 		for sc.Scan() {
 			if m := re.FindStringSubmatch(sc.Text()); m != nil {
 				return m
 			}
 		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if m := find(); m != nil {
+			return m
+		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited:\n%s", p.name, tail(p.output(), 6000))
+			// The process may have printed its last line just before exiting.
+			if m := find(); m != nil {
+				return m
+			}
+			t.Fatalf("%s exited without printing %s:\n%s", p.name, re, tail(p.output(), 6000))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

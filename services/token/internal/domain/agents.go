@@ -247,6 +247,24 @@ func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in Cre
 	return a, nil
 }
 
+// agentOrg is the organisation an agent-scoped request acts in: the
+// caller's own, except for the platform operator (admin:orgs), who may
+// manage agents of any organisation — to create an organisation's first
+// agent and its credential. An unknown agent is AGENT_NOT_FOUND either way.
+func (s *Service) agentOrg(ctx context.Context, caller authn.Identity, agentID string) (string, error) {
+	if !caller.HasScope(ScopeAdminOrgs) {
+		return caller.OrgID, nil
+	}
+	org, err := s.store.AgentOrg(ctx, agentID)
+	if errors.Is(err, ErrNotFound) {
+		return "", notFoundAgent()
+	}
+	if err != nil {
+		return "", httpx.Internal(fmt.Errorf("agent org %s: %w", agentID, err))
+	}
+	return org, nil
+}
+
 // GetAgent returns one of the caller's org's agents.
 func (s *Service) GetAgent(ctx context.Context, caller authn.Identity, agentID string) (Agent, error) {
 	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
@@ -255,7 +273,11 @@ func (s *Service) GetAgent(ctx context.Context, caller authn.Identity, agentID s
 	if !validAgentID(agentID) {
 		return Agent{}, notFoundAgent()
 	}
-	a, err := s.store.GetAgent(ctx, caller.OrgID, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return Agent{}, err
+	}
+	a, err := s.store.GetAgent(ctx, org, agentID)
 	if errors.Is(err, ErrNotFound) {
 		return Agent{}, notFoundAgent()
 	}
@@ -307,6 +329,10 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 	if !validAgentID(agentID) {
 		return Agent{}, notFoundAgent()
 	}
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return Agent{}, err
+	}
 	f := fieldErrors{}
 	if in.Version != nil {
 		checkVersion(f, *in.Version)
@@ -341,8 +367,8 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 	if err := f.err(); err != nil {
 		return Agent{}, err
 	}
-	limit := s.orgs.Limits(caller.OrgID).MaxAgents
-	a, count, err := s.store.UpdateAgent(ctx, caller.OrgID, agentID, func(a *Agent) (AgentChange, error) {
+	limit := s.orgs.Limits(org).MaxAgents
+	a, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
 		ch := AgentChange{MaxAgents: -1}
 		if a.Status == StatusDecommissioned {
 			return ch, httpx.Conflict(CodeAgentDecommission, "a decommissioned agent cannot be updated")
@@ -415,7 +441,7 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 	s.notify()
 	s.clients.Invalidate(agentID)
 	if in.Status != nil {
-		s.publishUsage(ctx, caller.OrgID, count)
+		s.publishUsage(ctx, org, count)
 	}
 	return a, nil
 }
@@ -444,7 +470,11 @@ func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, 
 	if !validAgentID(agentID) {
 		return notFoundAgent()
 	}
-	_, count, err := s.store.UpdateAgent(ctx, caller.OrgID, agentID, func(a *Agent) (AgentChange, error) {
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return err
+	}
+	_, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
 		if a.Status == StatusDecommissioned {
 			return AgentChange{Skip: true}, nil
 		}
@@ -462,7 +492,7 @@ func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, 
 	}
 	s.notify()
 	s.clients.Invalidate(agentID)
-	s.publishUsage(ctx, caller.OrgID, count)
+	s.publishUsage(ctx, org, count)
 	return nil
 }
 

@@ -66,6 +66,10 @@ func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, a
 	if !validAgentID(agentID) {
 		return NewCredential{}, notFoundAgent()
 	}
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return NewCredential{}, err
+	}
 	now := s.now().UTC().Truncate(time.Microsecond)
 	var exp *time.Time
 	if in.ExpiresAt != nil {
@@ -79,11 +83,11 @@ func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, a
 	if err != nil {
 		return NewCredential{}, httpx.Internal(err)
 	}
-	ev, err := credentialEvent(events.CredentialGenerated, caller.OrgID, nc.Credential, now)
+	ev, err := credentialEvent(events.CredentialGenerated, org, nc.Credential, now)
 	if err != nil {
 		return NewCredential{}, httpx.Internal(err)
 	}
-	if err := s.store.CreateCredential(ctx, caller.OrgID, nc.Credential, []events.Envelope{ev}); err != nil {
+	if err := s.store.CreateCredential(ctx, org, nc.Credential, []events.Envelope{ev}); err != nil {
 		return NewCredential{}, s.mapAgentErr(agentID, err, -1)
 	}
 	s.notify()
@@ -99,7 +103,11 @@ func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, ag
 	if !validAgentID(agentID) {
 		return nil, notFoundAgent()
 	}
-	cs, err := s.store.ListCredentials(ctx, caller.OrgID, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := s.store.ListCredentials(ctx, org, agentID)
 	if err != nil {
 		return nil, s.mapAgentErr(agentID, err, -1)
 	}
@@ -118,6 +126,10 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 	if !validAgentID(agentID) {
 		return NewCredential{}, notFoundAgent()
 	}
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return NewCredential{}, err
+	}
 	if !validAgentID(credentialID) {
 		return NewCredential{}, notFoundCredential()
 	}
@@ -126,7 +138,7 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 		return NewCredential{}, httpx.Internal(err)
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	c, err := s.store.UpdateCredential(ctx, caller.OrgID, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
+	c, err := s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
 		if a.Status == StatusDecommissioned {
 			return nil, httpx.Conflict(CodeAgentDecommission, "the agent is decommissioned")
 		}
@@ -159,11 +171,15 @@ func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, a
 	if !validAgentID(agentID) {
 		return notFoundAgent()
 	}
+	org, err := s.agentOrg(ctx, caller, agentID)
+	if err != nil {
+		return err
+	}
 	if !validAgentID(credentialID) {
 		return notFoundCredential()
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	_, err := s.store.UpdateCredential(ctx, caller.OrgID, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
+	_, err = s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
 		if c.Status == CredentialRevoked {
 			return nil, nil
 		}

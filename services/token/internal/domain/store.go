@@ -41,6 +41,10 @@ type Store interface {
 	CreateAgent(ctx context.Context, a Agent, maxAgents int64, evs []events.Envelope) (int64, error)
 	// GetAgent returns the agent or ErrNotFound.
 	GetAgent(ctx context.Context, orgID, agentID string) (Agent, error)
+	// AgentOrg returns the organisation an agent belongs to, or
+	// ErrNotFound. Only the platform operator's cross-organisation
+	// requests use it.
+	AgentOrg(ctx context.Context, agentID string) (string, error)
 	// FindAgentByEmail returns the org's agent with that email or ErrNotFound.
 	FindAgentByEmail(ctx context.Context, orgID, email string) (Agent, error)
 	// ListAgents returns one page in (createdAt, agentId) order and the

@@ -305,3 +305,40 @@ func BenchmarkIssueToken(b *testing.B) {
 		}
 	}
 }
+
+// TestOperatorManagesOtherOrganisationsAgents checks that admin:orgs — and
+// only admin:orgs — reaches an agent of another organisation, so the
+// platform operator can give a new organisation its first credential.
+func TestOperatorManagesOtherOrganisationsAgents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := e.createAgent(t, "org-b", "first@example.com", "")
+	operator := append(slices.Clone(allScopes), "admin:orgs")
+	tests := []struct {
+		name   string
+		scopes []string
+		method string
+		path   string
+		body   string
+		want   int
+	}{
+		{"org admin of another org cannot read", allScopes, "GET", "/api/v1/agents/" + a.AgentID, "", 404},
+		{"org admin of another org cannot create a credential", allScopes, "POST", "/api/v1/agents/" + a.AgentID + "/credentials", "{}", 404},
+		{"operator reads", operator, "GET", "/api/v1/agents/" + a.AgentID, "", 200},
+		{"operator creates a credential", operator, "POST", "/api/v1/agents/" + a.AgentID + "/credentials", "{}", 201},
+		{"operator lists credentials", operator, "GET", "/api/v1/agents/" + a.AgentID + "/credentials", "", 200},
+		{"operator on an unknown agent", operator, "GET", "/api/v1/agents/01a2227a-0000-7000-8000-000000000000", "", 404},
+	}
+	for _, tc := range tests {
+		rec := e.do(t, tc.method, tc.path, "org-a", tc.scopes, tc.body)
+		if rec.Code != tc.want {
+			t.Errorf("%s: %s %s = %d %s; want %d", tc.name, tc.method, tc.path, rec.Code, rec.Body, tc.want)
+		}
+	}
+	// The operator's credential authenticates the agent in its own organisation.
+	nc := decode[domain.NewCredential](t, e.do(t, "POST", "/api/v1/agents/"+a.AgentID+"/credentials", "org-a", operator, "{}"))
+	rec := e.token(t, tokenReq{id: a.AgentID, secret: nc.ClientSecret, basic: true})
+	if rec.Code != 200 {
+		t.Fatalf("token with the operator-made credential = %d %s", rec.Code, rec.Body)
+	}
+}

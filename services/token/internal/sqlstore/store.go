@@ -139,6 +139,19 @@ func (s *Store) GetAgent(ctx context.Context, orgID, agentID string) (domain.Age
 	return scanAgent(s.db.QueryRowContext(ctx, "SELECT "+agentCols+" FROM agents WHERE organization_id = ? AND agent_id = ?", orgID, agentID))
 }
 
+// AgentOrg implements domain.Store.
+func (s *Store) AgentOrg(ctx context.Context, agentID string) (string, error) {
+	var org string
+	err := s.db.QueryRowContext(ctx, "SELECT organization_id FROM agents WHERE agent_id = ?", agentID).Scan(&org)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", domain.ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("agent org %s: %w", agentID, err)
+	}
+	return org, nil
+}
+
 // FindAgentByEmail implements domain.Store.
 func (s *Store) FindAgentByEmail(ctx context.Context, orgID, email string) (domain.Agent, error) {
 	return scanAgent(s.db.QueryRowContext(ctx, "SELECT "+agentCols+" FROM agents WHERE organization_id = ? AND email = ?", orgID, email))
