@@ -56,8 +56,8 @@ func DefaultConfig() Config {
 		Audience: "agentidp",
 		Upstreams: map[string]string{
 			ServiceToken:     "http://localhost:8081",
-			ServiceTier:      "http://localhost:8082",
-			ServiceAnalytics: "http://localhost:8083",
+			ServiceTier:      "http://localhost:8083",
+			ServiceAnalytics: "http://localhost:8084",
 		},
 		Routes:            DefaultRoutes(),
 		JWKSRefresh:       5 * time.Minute,
@@ -78,8 +78,12 @@ var EnvDocs = map[string]string{
 	"GATEWAY_ISSUER":           "expected iss of access tokens (default http://localhost:8080)",
 	"GATEWAY_AUDIENCE":         "required aud of access tokens (default agentidp)",
 	"TOKEN_SERVICE_URL":        "base URL of the token service (default http://localhost:8081)",
-	"TIER_SERVICE_URL":         "base URL of the tier service (default http://localhost:8082)",
-	"ANALYTICS_SERVICE_URL":    "base URL of the analytics service (default http://localhost:8083)",
+	"TIER_SERVICE_URL":         "base URL of the tier service (default http://localhost:8083)",
+	"ANALYTICS_SERVICE_URL":    "base URL of the analytics service (default http://localhost:8084)",
+	"WEBHOOK_SERVICE_URL":      "base URL of the webhook service (unset: its routes answer 404)",
+	"DID_SERVICE_URL":          "base URL of the did service (unset: its routes answer 404)",
+	"FEDERATION_SERVICE_URL":   "base URL of the federation service (unset: its routes answer 404)",
+	"BILLING_SERVICE_URL":      "base URL of the billing service (unset: its routes answer 404)",
 	"GATEWAY_ROUTES":           `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
 	"GATEWAY_JWKS_URL":         "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
 	"GATEWAY_JWKS_REFRESH":     "periodic JWKS refresh (default 5m)",
@@ -94,11 +98,18 @@ func ConfigFromEnv(env *config.Env) Config {
 	c.Issuer = env.String("GATEWAY_ISSUER", c.Issuer)
 	c.Audience = env.String("GATEWAY_AUDIENCE", c.Audience)
 	for name, svc := range map[string]string{
-		"TOKEN_SERVICE_URL":     ServiceToken,
-		"TIER_SERVICE_URL":      ServiceTier,
-		"ANALYTICS_SERVICE_URL": ServiceAnalytics,
+		"TOKEN_SERVICE_URL":      ServiceToken,
+		"TIER_SERVICE_URL":       ServiceTier,
+		"ANALYTICS_SERVICE_URL":  ServiceAnalytics,
+		"WEBHOOK_SERVICE_URL":    ServiceWebhook,
+		"DID_SERVICE_URL":        ServiceDID,
+		"FEDERATION_SERVICE_URL": ServiceFederation,
+		"BILLING_SERVICE_URL":    ServiceBilling,
 	} {
 		v := env.String(name, c.Upstreams[svc])
+		if v == "" {
+			continue // an optional service that is not deployed: its routes answer 404
+		}
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			env.Fail("%s=%q: must be an http(s) URL", name, v)
 			continue

@@ -12,9 +12,13 @@ import (
 
 // Upstream service names used by the default route table.
 const (
-	ServiceToken     = "token"
-	ServiceTier      = "tier"
-	ServiceAnalytics = "analytics"
+	ServiceToken      = "token"
+	ServiceTier       = "tier"
+	ServiceAnalytics  = "analytics"
+	ServiceWebhook    = "webhook"
+	ServiceDID        = "did"
+	ServiceFederation = "federation"
+	ServiceBilling    = "billing"
 )
 
 // Route maps requests to an upstream service. A public route is matched
@@ -52,6 +56,13 @@ func DefaultRoutes() []Route {
 		{Path: "/api/v1/organizations", Service: ServiceTier},
 		{Path: "/api/v1/tiers", Service: ServiceTier},
 		{Path: "/api/v1/analytics", Service: ServiceAnalytics},
+		{Path: "/api/v1/webhooks", Service: ServiceWebhook},
+		{Path: "/.well-known/did.json", Methods: get, Public: true, Service: ServiceDID},
+		{Path: "/agents/*/did.json", Methods: get, Public: true, Service: ServiceDID},
+		{Path: "/api/v1/agents/*/did", Methods: get, Public: true, Service: ServiceDID},
+		{Path: "/api/v1/agents/*/did/card", Methods: get, Public: true, Service: ServiceDID},
+		{Path: "/api/v1/agents/*/did", Service: ServiceDID}, // resolve, rotate
+		{Path: "/api/v1/federation", Service: ServiceFederation},
 	}
 }
 
@@ -74,6 +85,8 @@ type routeTable struct {
 type route struct {
 	Route
 	counters routeCounters // labelled by the route's path, never the raw request path
+	wildcard bool          // the path has "*" segments
+	segments []string      // the path's segments, when wildcard
 	proxy    http.Handler
 	upstream prometheus.Observer
 }
@@ -85,7 +98,9 @@ func newRouteTable(routes []Route, upstreams map[string]string) (*routeTable, er
 			return nil, fmt.Errorf("route %d: path %q must start with /", i, r.Path)
 		}
 		if upstreams[r.Service] == "" {
-			return nil, fmt.Errorf("route %d (%s): no URL for service %q", i, r.Path, r.Service)
+			// The service is not deployed (no *_SERVICE_URL): its routes
+			// are left out, so they answer 404 rather than 502.
+			continue
 		}
 		r.Path = normalizePath(r.Path)
 		for j, m := range r.Methods {
@@ -93,6 +108,10 @@ func newRouteTable(routes []Route, upstreams map[string]string) (*routeTable, er
 		}
 		rt := &route{Route: r}
 		rt.counters.label = r.Path
+		if strings.Contains(r.Path, "*") {
+			rt.wildcard = true
+			rt.segments = strings.Split(strings.TrimPrefix(r.Path, "/"), "/")
+		}
 		t.routes = append(t.routes, rt)
 	}
 	slices.SortStableFunc(t.routes, func(a, b *route) int {
@@ -114,16 +133,45 @@ func newRouteTable(routes []Route, upstreams map[string]string) (*routeTable, er
 func (t *routeTable) match(method, path string) *route {
 	for _, r := range t.routes {
 		if r.Public {
-			if path == r.Path && (len(r.Methods) == 0 || slices.Contains(r.Methods, method)) {
+			if (len(r.Methods) == 0 || slices.Contains(r.Methods, method)) && r.matches(path, false) {
 				return r
 			}
 			continue
 		}
-		if strings.HasPrefix(path, r.Path) && (len(path) == len(r.Path) || path[len(r.Path)] == '/' || r.Path == "/") {
+		if r.matches(path, true) {
 			return r
 		}
 	}
 	return nil
+}
+
+// matches reports whether path matches the route's path: exactly, or as a
+// prefix on segment boundaries when prefix is set. A "*" segment in the
+// route matches any one non-empty segment (for routes such as
+// /agents/*/did.json that another service owns beneath a shared prefix).
+func (r *route) matches(path string, prefix bool) bool {
+	if !r.wildcard {
+		if !prefix {
+			return path == r.Path
+		}
+		return strings.HasPrefix(path, r.Path) && (len(path) == len(r.Path) || path[len(r.Path)] == '/' || r.Path == "/")
+	}
+	rest := path
+	for _, seg := range r.segments {
+		if len(rest) == 0 || rest[0] != '/' {
+			return false
+		}
+		rest = rest[1:]
+		end := strings.IndexByte(rest, '/')
+		if end < 0 {
+			end = len(rest)
+		}
+		if end == 0 || (seg != "*" && rest[:end] != seg) {
+			return false
+		}
+		rest = rest[end:]
+	}
+	return rest == "" || (prefix && rest[0] == '/')
 }
 
 // normalizePath drops trailing slashes ("/" stays "/").

@@ -1,0 +1,23 @@
+// Command did runs the did service (did:web DIDs, documents, agent cards).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/did"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := svcrun.Main(ctx, os.Args, os.Getenv, os.Stdout, did.Spec()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		stop()
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,122 @@
+// Package domain is the did service's core: the agent read model it keeps
+// from agent.* events, the DID keys it issues and rotates, and the DID
+// documents, resolution results and agent cards it renders.
+package domain
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/jose"
+)
+
+// Source is the event source of the did service.
+const Source = "did"
+
+// Agent statuses (as the token service publishes them).
+const (
+	StatusActive         = "active"
+	StatusSuspended      = "suspended"
+	StatusDecommissioned = "decommissioned"
+)
+
+// Key statuses.
+const (
+	KeyActive  = "active"
+	KeyRetired = "retired"
+)
+
+// InstanceSubject is the key subject of the IdP's own did:web DID; it is not
+// a UUID, so it can never collide with an agent id.
+const InstanceSubject = "instance"
+
+// CodeAgentNotFound is the seed's 404 code.
+const CodeAgentNotFound = "AGENT_NOT_FOUND"
+
+// CodeAgentDecommissioned is the code of the 410 for a decommissioned agent.
+const CodeAgentDecommissioned = "AGENT_DECOMMISSIONED"
+
+// Agent is the did service's read model of an agent, built from the events.
+type Agent struct {
+	AgentID       string
+	OrgID         string
+	Email         string
+	AgentType     string
+	Status        string
+	Capabilities  []string
+	Owner         string
+	Version       string
+	DeploymentEnv string
+	CreatedAt     time.Time // time of the first event seen
+	UpdatedAt     time.Time // time of the latest event applied
+}
+
+// Key is one DID key's public half and where its private half is kept.
+type Key struct {
+	Subject   string // agent id, or InstanceSubject
+	KID       string // RFC 7638 thumbprint
+	PublicJWK jose.JWK
+	KeyRef    string // path of the private key in the KeyStore
+	Status    string
+	CreatedAt time.Time
+	RetiredAt *time.Time
+}
+
+// Errors a Store returns (possibly wrapped).
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrKeyExists   = errors.New("subject already has a DID key")
+	ErrNoActiveKey = errors.New("subject has no active DID key")
+)
+
+// Store persists the agent read model and the DID keys. Methods that change
+// state write the given events to the outbox in the same transaction.
+type Store interface {
+	// ApplyAgent inserts a (CreatedAt = UpdatedAt = a.UpdatedAt) when the
+	// agent is unknown. Otherwise it overwrites the mutable fields only if
+	// a.UpdatedAt is not before the stored UpdatedAt (older, redelivered
+	// events change nothing), and never moves a decommissioned agent to
+	// another status. It returns the stored agent after the call.
+	ApplyAgent(ctx context.Context, a Agent) (Agent, error)
+	// GetAgent returns the agent with id or ErrNotFound.
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	// CreateFirstKey inserts k (Status active) with evs unless k.Subject
+	// already has a key of any status: then it writes nothing and returns
+	// ErrKeyExists, also when a concurrent caller won the race.
+	CreateFirstKey(ctx context.Context, k Key, evs []events.Envelope) error
+	// Keys returns every key of subject ordered by CreatedAt then KID
+	// (none: an empty slice, no error).
+	Keys(ctx context.Context, subject string) ([]Key, error)
+	// RotateKey retires the subject's active key at k.CreatedAt and inserts
+	// k as the active key, with the events mkEvents builds from the retired
+	// key, in one transaction. It returns the key it retired, or
+	// ErrNoActiveKey (writing nothing). An error from mkEvents aborts.
+	RotateKey(ctx context.Context, k Key, mkEvents func(retired Key) ([]events.Envelope, error)) (Key, error)
+}
+
+// KeyStore keeps DID private keys (PKCS#8 DER) by reference. Implementations:
+// the local AES-GCM sealed table (internal/sealedkeys) and, later, the
+// secrets port (Vault KV v2).
+type KeyStore interface {
+	// Put stores the private key at ref; storing the same ref twice is
+	// not an error.
+	Put(ctx context.Context, ref string, privateKey []byte) error
+	// Get returns the private key at ref, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, ref string) ([]byte, error)
+}
+
+// KeyRef is where the private key kid of subject is kept.
+func KeyRef(subject, kid string) string {
+	return "did/" + subject + "/" + kid
+}
+
+// DIDData is the payload of did.created and did.key_rotated.
+type DIDData struct {
+	AgentID     string    `json:"agentId"`
+	DID         string    `json:"did"`
+	KID         string    `json:"kid"`
+	PreviousKID string    `json:"previousKid,omitempty"`
+	At          time.Time `json:"at"`
+}

@@ -1,0 +1,121 @@
+package sqlstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/agentidp/agentidp/libs/sqlstore"
+	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/services/did/internal/domain"
+	"github.com/agentidp/agentidp/services/did/internal/sealedkeys"
+	didstore "github.com/agentidp/agentidp/services/did/internal/sqlstore"
+	"github.com/agentidp/agentidp/services/did/internal/storetest"
+	"github.com/agentidp/agentidp/services/did/migrations"
+)
+
+func open(t *testing.T, cfg sqlstore.Config) *sqlstore.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlstore.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open %s: %v", cfg.Driver, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx, migrations.FS); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	if err := db.EnsureOutbox(ctx); err != nil {
+		t.Fatalf("outbox: %v", err)
+	}
+	return db
+}
+
+func harness(t *testing.T, db *sqlstore.DB) storetest.Harness {
+	return storetest.Harness{
+		Store: didstore.New(db),
+		Outbox: func(t *testing.T) []string {
+			t.Helper()
+			rows, err := db.QueryContext(context.Background(), "SELECT id FROM outbox ORDER BY seq")
+			if err != nil {
+				t.Fatalf("read outbox: %v", err)
+			}
+			defer rows.Close()
+			var ids []string
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, id)
+			}
+			return ids
+		},
+	}
+}
+
+func sqliteDB(t *testing.T) *sqlstore.DB {
+	return open(t, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "did.db")})
+}
+
+func postgresDB(t *testing.T) *sqlstore.DB {
+	url, schema := testkit.PostgresSchema(t)
+	return open(t, sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 4})
+}
+
+func TestSQLite(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqliteDB(t)) })
+}
+
+func TestPostgres(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, postgresDB(t)) })
+}
+
+// TestSealedKeys runs the local key store on both databases: round trip,
+// idempotent Put, missing ref, wrong key-encryption key.
+func TestSealedKeys(t *testing.T) {
+	t.Parallel()
+	for name, newDB := range map[string]func(*testing.T) *sqlstore.DB{"sqlite": sqliteDB, "postgres": postgresDB} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			db := newDB(t)
+			kek := bytes.Repeat([]byte{7}, 32)
+			s, err := sealedkeys.New(db, kek)
+			if err != nil {
+				t.Fatal(err)
+			}
+			secret := []byte("private key der")
+			if err := s.Put(ctx, "did/a/k1", secret); err != nil {
+				t.Fatalf("Put = %v", err)
+			}
+			if err := s.Put(ctx, "did/a/k1", secret); err != nil {
+				t.Errorf("Put(again) = %v; want nil", err)
+			}
+			got, err := s.Get(ctx, "did/a/k1")
+			if err != nil || !bytes.Equal(got, secret) {
+				t.Errorf("Get = %q, %v; want %q", got, err, secret)
+			}
+			var ct []byte
+			if err := db.QueryRowContext(ctx, "SELECT ciphertext FROM did_sealed_keys WHERE ref = ?", "did/a/k1").Scan(&ct); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(ct, secret) {
+				t.Errorf("Got(ciphertext) contains the plaintext; want it sealed")
+			}
+			if _, err := s.Get(ctx, "did/a/missing"); !errors.Is(err, domain.ErrNotFound) {
+				t.Errorf("Get(missing) = %v; want ErrNotFound", err)
+			}
+			other, _ := sealedkeys.New(db, bytes.Repeat([]byte{8}, 32))
+			if _, err := other.Get(ctx, "did/a/k1"); err == nil {
+				t.Errorf("Get(wrong kek) = nil error; want failure")
+			}
+			if _, err := sealedkeys.New(db, []byte("short")); err == nil {
+				t.Errorf("New(short kek) = nil error; want failure")
+			}
+		})
+	}
+}

@@ -1,0 +1,23 @@
+// Command federation runs the federation service (trusted partner IdPs).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/federation"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := svcrun.Main(ctx, os.Args, os.Getenv, os.Stdout, federation.Spec()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		stop()
+		os.Exit(1)
+	}
+}

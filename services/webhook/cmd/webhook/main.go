@@ -1,0 +1,24 @@
+// Command webhook runs the webhook service (endpoint registry and signed
+// event delivery).
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/webhook"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := svcrun.Main(ctx, os.Args, os.Getenv, os.Stdout, webhook.Spec()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		stop()
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,35 @@
+package webhook_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/services/webhook"
+)
+
+func TestConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	key := strings.Repeat("ab", 32)
+	vars := map[string]string{"WEBHOOK_SECRET_KEY": key, "WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8, 10.1.2.3",
+		"WEBHOOK_RETRY_SCHEDULE": "1s,2s", "WEBHOOK_TIMEOUT": "3s", "WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "2"}
+	env := config.New(func(k string) string { return vars[k] })
+	cfg := webhook.ConfigFromEnv(env)
+	if err := env.Err(); err != nil {
+		t.Fatalf("ConfigFromEnv: %v", err)
+	}
+	if len(cfg.AllowPrivate) != 2 || len(cfg.RetrySchedule) != 2 || cfg.Timeout != 3*time.Second ||
+		cfg.MaxConcurrencyPerEndpoint != 2 || cfg.DisableAfter != 72*time.Hour || cfg.RotationOverlap != 24*time.Hour || len(cfg.SecretKey) != 32 {
+		t.Errorf("ConfigFromEnv = %+v", cfg)
+	}
+	bad := map[string]string{"WEBHOOK_ALLOW_PRIVATE": "nope", "WEBHOOK_RETRY_SCHEDULE": "x", "WEBHOOK_WORKERS": "0"}
+	env = config.New(func(k string) string { return bad[k] })
+	webhook.ConfigFromEnv(env)
+	err := env.Err()
+	for _, want := range []string{"WEBHOOK_SECRET_KEY", "WEBHOOK_ALLOW_PRIVATE", "WEBHOOK_RETRY_SCHEDULE", "WEBHOOK_WORKERS"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ConfigFromEnv(bad) error = %v; want it to mention %s", err, want)
+		}
+	}
+}

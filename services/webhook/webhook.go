@@ -1,0 +1,338 @@
+// Package webhook assembles the webhook service: organisations register
+// HTTPS endpoints for suite events; a durable JetStream consumer turns each
+// event into one delivery per matching endpoint, and delivery workers POST
+// it signed per Standard Webhooks, retrying along a schedule, then
+// dead-lettering the message (visible and redeliverable) and disabling
+// endpoints that are gone or failing for too long.
+package webhook
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/natsbus"
+	"github.com/agentidp/agentidp/libs/safehttp"
+	"github.com/agentidp/agentidp/libs/sqlstore"
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/webhook/internal/hook"
+	"github.com/agentidp/agentidp/services/webhook/internal/httpapi"
+	whstore "github.com/agentidp/agentidp/services/webhook/internal/sqlstore"
+	"github.com/agentidp/agentidp/services/webhook/migrations"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Name is the service name (metrics label, event source, default schema,
+// durable consumer name).
+const Name = "webhook"
+
+// Migrations are the service's schema migrations (postgres/ and sqlite/).
+var Migrations = migrations.FS
+
+// Scopes of the webhook API (the gateway maps GET to ScopeRead and every
+// write to ScopeWrite).
+const (
+	ScopeRead  = httpapi.ScopeRead
+	ScopeWrite = httpapi.ScopeWrite
+)
+
+// Config is the webhook service's own configuration.
+type Config struct {
+	// AllowPrivate lists CIDRs endpoints may use despite the SSRF rules
+	// (WEBHOOK_ALLOW_PRIVATE, empty by default).
+	AllowPrivate []netip.Prefix
+	// RequireHTTPS refuses http:// endpoints (WEBHOOK_REQUIRE_HTTPS, default false).
+	RequireHTTPS bool
+	// Timeout bounds one delivery request (WEBHOOK_TIMEOUT, default 10s).
+	Timeout time.Duration
+	// RetrySchedule are the delays between attempts (WEBHOOK_RETRY_SCHEDULE):
+	// 1+len attempts, then the delivery is dead-lettered.
+	RetrySchedule []time.Duration
+	// DisableAfter disables an endpoint failing continuously this long
+	// (WEBHOOK_DISABLE_AFTER, default 72h).
+	DisableAfter time.Duration
+	// RotationOverlap is how long the previous secret keeps signing after a
+	// rotation (WEBHOOK_SECRET_ROTATION_OVERLAP, default 24h).
+	RotationOverlap time.Duration
+	// MaxConcurrencyPerEndpoint caps requests in flight per endpoint
+	// (WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT, default 4).
+	MaxConcurrencyPerEndpoint int
+	// Workers caps requests in flight per process (WEBHOOK_WORKERS, default 16).
+	Workers int
+	// PollInterval is how often due retries are looked for
+	// (WEBHOOK_POLL_INTERVAL, default 1s); new events wake workers at once.
+	PollInterval time.Duration
+	// SecretKey seals signing secrets in the local secret store
+	// (WEBHOOK_SECRET_KEY, 32+ bytes hex or base64; required outside dev mode).
+	SecretKey []byte
+}
+
+// DefaultConfig returns the development defaults. SecretKey is empty: New
+// then uses a fixed development key, and only in embedded (dev) mode.
+func DefaultConfig() Config {
+	return Config{
+		Timeout:                   10 * time.Second,
+		RetrySchedule:             hook.DefaultSchedule,
+		DisableAfter:              72 * time.Hour,
+		RotationOverlap:           24 * time.Hour,
+		MaxConcurrencyPerEndpoint: 4,
+		Workers:                   16,
+		PollInterval:              time.Second,
+	}
+}
+
+// ConfigFromEnv reads the configuration; problems are recorded in env.
+func ConfigFromEnv(env *config.Env) Config {
+	d := DefaultConfig()
+	cfg := Config{
+		RequireHTTPS:              env.Bool("WEBHOOK_REQUIRE_HTTPS", false),
+		Timeout:                   env.Duration("WEBHOOK_TIMEOUT", d.Timeout),
+		DisableAfter:              env.Duration("WEBHOOK_DISABLE_AFTER", d.DisableAfter),
+		RotationOverlap:           env.Duration("WEBHOOK_SECRET_ROTATION_OVERLAP", d.RotationOverlap),
+		MaxConcurrencyPerEndpoint: env.Int("WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT", d.MaxConcurrencyPerEndpoint),
+		Workers:                   env.Int("WEBHOOK_WORKERS", d.Workers),
+		PollInterval:              env.Duration("WEBHOOK_POLL_INTERVAL", d.PollInterval),
+		SecretKey:                 env.Key("WEBHOOK_SECRET_KEY", 32, true),
+		RetrySchedule:             d.RetrySchedule,
+	}
+	allow, err := safehttp.ParseAllowList(env.String("WEBHOOK_ALLOW_PRIVATE", ""))
+	if err != nil {
+		env.Fail("WEBHOOK_ALLOW_PRIVATE: %v", err)
+	}
+	cfg.AllowPrivate = allow
+	if v := env.String("WEBHOOK_RETRY_SCHEDULE", ""); v != "" {
+		s, err := hook.ParseSchedule(v)
+		if err != nil {
+			env.Fail("WEBHOOK_RETRY_SCHEDULE: %v", err)
+		}
+		cfg.RetrySchedule = s
+	}
+	if cfg.Timeout <= 0 || cfg.Timeout > 5*time.Minute {
+		env.Fail("WEBHOOK_TIMEOUT: must be between 1ms and 5m")
+	}
+	if cfg.DisableAfter <= 0 {
+		env.Fail("WEBHOOK_DISABLE_AFTER: must be positive")
+	}
+	if cfg.RotationOverlap < 0 {
+		env.Fail("WEBHOOK_SECRET_ROTATION_OVERLAP: must not be negative")
+	}
+	if cfg.MaxConcurrencyPerEndpoint < 1 {
+		env.Fail("WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT: must be at least 1")
+	}
+	if cfg.Workers < 1 {
+		env.Fail("WEBHOOK_WORKERS: must be at least 1")
+	}
+	if cfg.PollInterval <= 0 {
+		env.Fail("WEBHOOK_POLL_INTERVAL: must be positive")
+	}
+	return cfg
+}
+
+// Env documents the service's own variables.
+var Env = map[string]string{
+	"WEBHOOK_ALLOW_PRIVATE":                "comma-separated CIDRs endpoints may use despite the SSRF rules (default none)",
+	"WEBHOOK_REQUIRE_HTTPS":                "refuse http:// endpoints (default false)",
+	"WEBHOOK_TIMEOUT":                      "timeout of one delivery request (default 10s)",
+	"WEBHOOK_RETRY_SCHEDULE":               "delays between attempts, then dead letter (default 5s,30s,2m,5m,15m,30m,1h,2h,4h,8h)",
+	"WEBHOOK_DISABLE_AFTER":                "disable an endpoint failing continuously this long (default 72h)",
+	"WEBHOOK_SECRET_ROTATION_OVERLAP":      "how long the previous signing secret keeps signing after a rotation (default 24h)",
+	"WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "requests in flight per endpoint (default 4)",
+	"WEBHOOK_WORKERS":                      "requests in flight per process (default 16)",
+	"WEBHOOK_POLL_INTERVAL":                "how often due retries are looked for (default 1s)",
+	"WEBHOOK_SECRET_KEY":                   "32+ bytes (hex or base64) sealing the signing secrets in the database (required)",
+}
+
+// Spec describes the webhook binary for svcrun.
+func Spec() svcrun.Spec {
+	return svcrun.Spec{
+		Name:            Name,
+		DefaultHTTPAddr: ":8089",
+		DefaultInternal: ":9089",
+		NeedsDB:         true,
+		Migrations:      Migrations,
+		Env:             Env,
+		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := ConfigFromEnv(env)
+			return func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+				return New(ctx, cfg, d)
+			}
+		},
+	}
+}
+
+// Service is the running webhook service.
+type Service struct {
+	cfg        Config
+	js         jetstream.JetStream
+	relay      *sqlstore.Relay
+	dispatcher *hook.Dispatcher
+	handler    http.Handler
+	logger     *slog.Logger
+	reg        prometheus.Registerer
+
+	mu          sync.Mutex
+	consumerErr error
+}
+
+var _ svcrun.Service = (*Service)(nil)
+
+// devSecretKey seals secrets in `agentidp dev` when no key is configured.
+var devSecretKey = sha256.Sum256([]byte("agentidp dev webhook secret key - not for production"))
+
+// New builds the service from its dependencies (DB, JS and Codec are
+// required). It applies the migrations and creates the outbox table, both
+// idempotently, so the all-in-one binary can call it directly.
+func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
+	if d == nil || d.DB == nil || d.JS == nil || d.Codec == nil {
+		return nil, errors.New("webhook: DB, JS and Codec are required")
+	}
+	def := DefaultConfig()
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = def.Timeout
+	}
+	if len(cfg.RetrySchedule) == 0 {
+		cfg.RetrySchedule = def.RetrySchedule
+	}
+	if cfg.DisableAfter <= 0 {
+		cfg.DisableAfter = def.DisableAfter
+	}
+	if cfg.MaxConcurrencyPerEndpoint <= 0 {
+		cfg.MaxConcurrencyPerEndpoint = def.MaxConcurrencyPerEndpoint
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = def.Workers
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = def.PollInterval
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var reg prometheus.Registerer = d.Registry
+	if d.Registry == nil {
+		reg = prometheus.NewRegistry()
+	}
+	kek := cfg.SecretKey
+	switch {
+	case len(kek) == 0 && d.Embedded:
+		logger.Warn("WEBHOOK_SECRET_KEY not set: sealing webhook secrets with the fixed development key")
+		kek = devSecretKey[:]
+	case len(kek) == 0:
+		return nil, errors.New("webhook: a secret key (WEBHOOK_SECRET_KEY) is required")
+	case len(kek) != 32:
+		k := sha256.Sum256(kek)
+		kek = k[:]
+	}
+	if err := d.DB.Migrate(ctx, Migrations); err != nil {
+		return nil, fmt.Errorf("webhook: migrate: %w", err)
+	}
+	if err := d.DB.EnsureOutbox(ctx); err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
+	}
+	secrets, err := whstore.NewSealedSecrets(d.DB, kek)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
+	}
+	store := whstore.New(d.DB)
+	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
+	dispatcher := hook.NewDispatcher(store, secrets, hook.DispatcherOptions{
+		Client: safehttp.NewClient(safehttp.Options{Allow: cfg.AllowPrivate, Timeout: cfg.Timeout,
+			MaxConnsPerHost: cfg.MaxConcurrencyPerEndpoint}),
+		Schedule:       cfg.RetrySchedule,
+		Timeout:        cfg.Timeout,
+		DisableAfter:   cfg.DisableAfter,
+		Workers:        cfg.Workers,
+		MaxPerEndpoint: cfg.MaxConcurrencyPerEndpoint,
+		PollInterval:   cfg.PollInterval,
+		Source:         Name,
+		NotifyOutbox:   relay.Notify,
+		Metrics:        hook.NewMetrics(reg),
+		Logger:         logger,
+	})
+	api := hook.NewService(store, secrets, hook.Options{AllowPrivate: cfg.AllowPrivate, RequireHTTPS: cfg.RequireHTTPS,
+		RotationOverlap: cfg.RotationOverlap, Notify: dispatcher.Kick, Logger: logger})
+	return &Service{
+		cfg:        cfg,
+		js:         d.JS,
+		relay:      relay,
+		dispatcher: dispatcher,
+		handler:    httpapi.NewHandler(api, d.Codec, logger, httpx.NewMetrics(reg, Name)),
+		logger:     logger,
+		reg:        reg,
+	}, nil
+}
+
+// publisher is the outbox relay's publish function: JetStream with
+// Nats-Msg-Id = event id, so re-publishes are dropped as duplicates.
+func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
+	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
+		raw := make([]natsbus.RawMessage, len(msgs))
+		for i, m := range msgs {
+			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
+		}
+		return natsbus.PublishRaw(ctx, js, raw)
+	}
+}
+
+// Handler serves the public API.
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Run relays the outbox, consumes events into deliveries and sends them,
+// until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	run := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Error(name+" stopped", "err", err)
+				s.mu.Lock()
+				s.consumerErr = err
+				s.mu.Unlock()
+			}
+		}()
+	}
+	run("outbox relay", s.relay.Run)
+	run("delivery dispatcher", s.dispatcher.Run)
+	run("event consumer", func(ctx context.Context) error {
+		return natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
+			Durable:    Name,
+			Subjects:   []string{events.AllSubjects},
+			Logger:     s.logger,
+			Registerer: s.reg,
+		}, s.ingest)
+	})
+	wg.Wait()
+	return nil
+}
+
+func (s *Service) ingest(ctx context.Context, batch []natsbus.Delivery) error {
+	evs := make([]events.Envelope, len(batch))
+	for i, d := range batch {
+		evs[i] = d.Event
+	}
+	return s.dispatcher.Ingest(ctx, evs)
+}
+
+// Checks reports a background loop that stopped with an error.
+func (s *Service) Checks() map[string]httpx.Check {
+	return map[string]httpx.Check{
+		"workers": func(context.Context) error {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.consumerErr
+		},
+	}
+}
