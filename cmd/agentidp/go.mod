@@ -3,6 +3,9 @@ module github.com/agentidp/agentidp/cmd/agentidp
 go 1.26
 
 require (
+	github.com/agentidp/agentidp/services/webhook v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/services/federation v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/services/did v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/authn v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/cache v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/config v0.0.0-00010101000000-000000000000
@@ -20,6 +23,11 @@ require (
 )
 
 replace (
+	github.com/agentidp/agentidp/libs/secrets => ../../libs/secrets
+	github.com/agentidp/agentidp/libs/safehttp => ../../libs/safehttp
+	github.com/agentidp/agentidp/services/webhook => ../../services/webhook
+	github.com/agentidp/agentidp/services/federation => ../../services/federation
+	github.com/agentidp/agentidp/services/did => ../../services/did
 	github.com/agentidp/agentidp/libs/authn => ../../libs/authn
 	github.com/agentidp/agentidp/libs/cache => ../../libs/cache
 	github.com/agentidp/agentidp/libs/config => ../../libs/config

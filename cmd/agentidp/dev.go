@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/cache"
+	"github.com/agentidp/agentidp/libs/natsbus"
+	"github.com/agentidp/agentidp/libs/sqlstore"
+	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/analytics"
+	"github.com/agentidp/agentidp/services/did"
+	"github.com/agentidp/agentidp/services/federation"
+	"github.com/agentidp/agentidp/services/gateway"
+	"github.com/agentidp/agentidp/services/tier"
+	"github.com/agentidp/agentidp/services/token"
+	"github.com/agentidp/agentidp/services/webhook"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// backendServices run behind the gateway in dev mode; each has its own
+// SQLite file and a loopback listener. The names are the gateway's service
+// names, so the gateway's upstream table is built from them.
+var backendServices = []string{"token", "tier", "analytics", "webhook", "did", "federation"}
+
+// devSecrets are generated on the first start and kept in the data
+// directory (mode 0600): the local sealed store's key lives beside the data,
+// which is what dev mode promises and no more.
+type devSecrets struct {
+	InternalKey      string `json:"internalKey"`
+	SecretPepper     string `json:"secretPepper"`
+	KeyEncryptionKey string `json:"keyEncryptionKey"`
+	WebhookKey       string `json:"webhookKey,omitempty"`
+	DIDKey           string `json:"didKey,omitempty"`
+}
+
+func loadOrCreateSecrets(dir string) (devSecrets, error) {
+	path := filepath.Join(dir, "secrets.json")
+	var s devSecrets
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &s); err != nil {
+			return s, fmt.Errorf("read %s: %w", path, err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return s, err
+	}
+	// Fill in what is missing (a new data directory, or one made by an
+	// older version that knew fewer services); existing keys never change.
+	changed := false
+	for _, k := range []*string{&s.InternalKey, &s.SecretPepper, &s.KeyEncryptionKey, &s.WebhookKey, &s.DIDKey} {
+		if *k == "" {
+			*k, changed = randomHex(32), true
+		}
+	}
+	if changed {
+		b, _ = json.MarshalIndent(s, "", "  ")
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return s, fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	return s, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func mustHex(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
+}
+
+// runDev runs every service in this process: an in-process NATS server with
+// JetStream, one SQLite file per service, an in-process cache and keys in the
+// data directory. The services listen on loopback ports of their own and the
+// gateway on --addr, exactly as in production but without the network hops
+// to PostgreSQL, Redis and NATS.
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	flags := flag.NewFlagSet("dev", flag.ContinueOnError)
+	dataDir := flags.String("data", ".agentidp", "data directory (created if missing)")
+	addr := flags.String("addr", "127.0.0.1:8080", "gateway listen address")
+	internalAddr := flags.String("internal-addr", "127.0.0.1:9090", "gateway health and metrics address")
+	natsListen := flags.String("nats-listen", "", "also expose the embedded NATS server on this address (default: in-process only)")
+	logLevel := flags.String("log-level", "info", "debug, info, warn or error")
+	var boot bootstrapOptions
+	boot.register(flags)
+	if err := flags.Parse(args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	secrets, err := loadOrCreateSecrets(*dataDir)
+	if err != nil {
+		return err
+	}
+	logger := svcrun.NewLogger(stderr, *logLevel)
+	start := time.Now()
+
+	natsOpts := natsbus.EmbeddedOptions{StoreDir: filepath.Join(*dataDir, "nats")}
+	if *natsListen != "" {
+		host, port, err := net.SplitHostPort(*natsListen)
+		if err != nil {
+			return fmt.Errorf("--nats-listen: %w", err)
+		}
+		natsOpts.Listen, natsOpts.Host = true, host
+		fmt.Sscanf(port, "%d", &natsOpts.Port)
+	}
+	ns, err := natsbus.StartEmbedded(natsOpts)
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	fmt.Fprintf(stdout, "embedded NATS with JetStream ready (%s)\n", natsOpts.StoreDir)
+
+	codec, err := authn.NewCodec(mustHex(secrets.InternalKey))
+	if err != nil {
+		return err
+	}
+	shared := cache.NewMemory(cache.MemoryOptions{})
+	defer shared.Close()
+
+	dbs := map[string]*sqlstore.DB{}
+	defer func() {
+		for _, db := range dbs {
+			db.Close()
+		}
+	}()
+	migrations := map[string]fs.FS{"token": token.Migrations, "tier": tier.Migrations, "analytics": analytics.Migrations,
+		"webhook": webhook.Migrations, "did": did.Migrations, "federation": federation.Migrations}
+	for _, name := range backendServices {
+		db, err := sqlstore.Open(ctx, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(*dataDir, name+".db")})
+		if err != nil {
+			return fmt.Errorf("open %s database: %w", name, err)
+		}
+		dbs[name] = db
+		if err := db.Migrate(ctx, migrations[name]); err != nil {
+			return fmt.Errorf("migrate %s: %w", name, err)
+		}
+	}
+	if err := bootstrap(ctx, dbs["tier"], dbs["token"], mustHex(secrets.SecretPepper), boot, stdout); err != nil {
+		return err
+	}
+
+	deps := func(name string) (*svcrun.Deps, error) {
+		nc, err := ns.Connect("agentidp-dev-" + name)
+		if err != nil {
+			return nil, err
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, err
+		}
+		return &svcrun.Deps{Service: name, Logger: logger.With("service", name), Registry: svcrun.NewRegistry(),
+			DB: dbs[name], Cache: shared, NATS: nc, JS: js, Codec: codec, Getenv: func(string) string { return "" }, Embedded: true}, nil
+	}
+	first, err := deps("setup")
+	if err != nil {
+		return err
+	}
+	if err := natsbus.EnsureStreams(ctx, first.JS, natsbus.StreamOptions{}); err != nil {
+		return err
+	}
+	first.NATS.Close()
+
+	gatewayURL := "http://" + *addr
+	listeners := map[string]net.Listener{}
+	for _, name := range backendServices {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		listeners[name] = l
+	}
+	gwListener, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("gateway listen %s: %w", *addr, err)
+	}
+	gwInternal, err := net.Listen("tcp", *internalAddr)
+	if err != nil {
+		gwListener.Close()
+		return fmt.Errorf("gateway internal listen %s: %w", *internalAddr, err)
+	}
+	if gwListener.Addr().String() != *addr {
+		gatewayURL = "http://" + gwListener.Addr().String()
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, len(backendServices)+1)
+	serve := func(name string, d *svcrun.Deps, svc svcrun.Service, pub, internal net.Listener) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer d.NATS.Drain()
+			if err := svcrun.Serve(ctx, d, svc, pub, internal, 5*time.Second); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+
+	build := map[string]func(context.Context, *svcrun.Deps) (svcrun.Service, error){
+		"token": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := token.DefaultConfig()
+			cfg.Issuer = gatewayURL
+			cfg.SecretPepper = mustHex(secrets.SecretPepper)
+			cfg.KeyEncryptionKey = mustHex(secrets.KeyEncryptionKey)
+			return token.New(ctx, cfg, d)
+		},
+		"tier": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			return tier.New(ctx, tier.DefaultConfig(), d)
+		},
+		"analytics": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			return analytics.New(ctx, analytics.DefaultConfig(), d)
+		},
+		"webhook": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := webhook.DefaultConfig()
+			cfg.SecretKey = mustHex(secrets.WebhookKey)
+			return webhook.New(ctx, cfg, d)
+		},
+		"did": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := did.DefaultConfig()
+			cfg.BaseURL = gatewayURL
+			cfg.KeyEncryptionKey = mustHex(secrets.DIDKey)
+			return did.New(ctx, cfg, d)
+		},
+		"federation": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			cfg := federation.DefaultConfig()
+			cfg.Audience = gatewayURL
+			return federation.New(ctx, cfg, d)
+		},
+	}
+	upstreams := map[string]string{}
+	for _, name := range backendServices {
+		d, err := deps(name)
+		if err != nil {
+			return err
+		}
+		svc, err := build[name](ctx, d)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		serve(name, d, svc, listeners[name], nil)
+		upstreams[name] = "http://" + listeners[name].Addr().String()
+	}
+
+	gwCfg := gateway.DefaultConfig()
+	gwCfg.Issuer = gatewayURL
+	gwCfg.Upstreams = upstreams
+	d, err := deps("gateway")
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(ctx, gwCfg, d)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	serve("gateway", d, gw, gwListener, gwInternal)
+
+	if err := waitReady(ctx, gw, 30*time.Second); err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	fmt.Fprintf(stdout, "AgentIdP is running at %s (health and metrics at http://%s) — started in %s\n",
+		gatewayURL, gwInternal.Addr(), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "data directory: %s; press Ctrl-C to stop\n", *dataDir)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		logger.Error("stopping", "err", runErr)
+	}
+	cancel()
+	wg.Wait()
+	logger.Info("stopped", slog.String("data", *dataDir))
+	return runErr
+}
+
+// waitReady waits until the gateway's own readiness checks pass (JWKS,
+// organisation read model and policy loaded).
+func waitReady(ctx context.Context, gw svcrun.Service, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var failing []string
+		for name, check := range gw.Checks() {
+			cctx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := check(cctx); err != nil {
+				failing = append(failing, name+": "+err.Error())
+			}
+			cancel()
+		}
+		if len(failing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gateway not ready after %s: %v", timeout, failing)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
