@@ -5,10 +5,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
 	"github.com/agentidp/agentidp/libs/testkit"
@@ -122,6 +124,7 @@ func TestDevMode(t *testing.T) {
 	waitOutput(t, dev, regexp.MustCompile(`AgentIdP is running at`))
 	c := newClient(t, "http://"+addr)
 	journey(t, c, adminID, adminSecret)
+	identityServices(t, c, adminID, adminSecret)
 	dev.stop()
 
 	restarted := start(t, "agentidp-dev-restart", bin+"/agentidp", nil, "dev", "--data", data, "--addr", addr, "--internal-addr", freeAddr(t))
@@ -160,4 +163,29 @@ func dropSchemas(t *testing.T, url, prefix string) {
 			t.Logf("drop schema %s: %v", prefix+s, err)
 		}
 	}
+}
+
+// identityServices checks that the services beyond the spine answer through
+// the gateway in dev mode: the admin agent's did:web document (created from
+// its agent.created event), a webhook subscription, the federation registry.
+func identityServices(t *testing.T, c *client, adminID, adminSecret string) {
+	t.Helper()
+	admin, r := c.token(adminID, adminSecret, "admin:orgs webhooks:read webhooks:write agents:read")
+	c.mustStatus(r, http.StatusOK, "admin token")
+	var doc struct {
+		ID string `json:"id"`
+	}
+	eventually(t, 10*time.Second, func() bool {
+		r = c.do(http.MethodGet, "/agents/"+adminID+"/did.json", "", nil)
+		return r.Status == http.StatusOK
+	}, func() string { return fmt.Sprintf("GET did.json = %d %s", r.Status, r.Body) })
+	r.decode(t, &doc)
+	if !strings.HasPrefix(doc.ID, "did:web:") || !strings.HasSuffix(doc.ID, ":agents:"+adminID) {
+		t.Errorf("DID document id = %q; want did:web:<host>:agents:%s", doc.ID, adminID)
+	}
+	r = c.do(http.MethodPost, "/api/v1/webhooks", admin, map[string]any{"name": "hook", "url": "https://example.com/hook", "events": []string{"agent.created"}})
+	c.mustStatus(r, http.StatusCreated, "create webhook")
+	r = c.do(http.MethodPost, "/api/v1/webhooks", admin, map[string]any{"name": "ssrf", "url": "http://169.254.169.254/latest", "events": []string{"agent.created"}})
+	c.mustStatus(r, http.StatusBadRequest, "webhook to the metadata address")
+	c.mustStatus(c.do(http.MethodGet, "/api/v1/federation/partners", admin, nil), http.StatusOK, "list federation partners")
 }
