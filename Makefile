@@ -36,5 +36,6 @@ images: ## build the container images (needs a Docker engine)
 	@for s in $(SERVICES); do docker build -f deploy/docker/Dockerfile --build-arg SERVICE=$$s --build-arg VERSION=$(VERSION) -t agentidp/$$s:$(VERSION) . || exit 1; done
 	docker build -f deploy/docker/Dockerfile.agentidp --build-arg VERSION=$(VERSION) -t agentidp/agentidp:$(VERSION) .
 
-tidy: ## go mod tidy every module
+tidy: ## add local replace directives where needed, then go mod tidy every module
+	python3 scripts/sync-replaces.py
 	@for m in $$(go list -m -f '{{.Dir}}'); do (cd $$m && GOWORK=off go mod tidy) || exit 1; done

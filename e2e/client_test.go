@@ -213,3 +213,6 @@ func eventually(t *testing.T, d time.Duration, cond func() bool, msg func() stri
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// ioNopCloser is a request body of s.
+func ioNopCloser(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }

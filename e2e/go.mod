@@ -43,3 +43,25 @@ replace (
 	github.com/agentidp/agentidp/libs/natsbus => ../libs/natsbus
 	github.com/agentidp/agentidp/libs/testkit => ../libs/testkit
 )
+
+replace (
+	github.com/agentidp/agentidp/libs/authn => ../libs/authn
+	github.com/agentidp/agentidp/libs/cache => ../libs/cache
+	github.com/agentidp/agentidp/libs/config => ../libs/config
+	github.com/agentidp/agentidp/libs/httpx => ../libs/httpx
+	github.com/agentidp/agentidp/libs/jose => ../libs/jose
+	github.com/agentidp/agentidp/libs/revocation => ../libs/revocation
+	github.com/agentidp/agentidp/libs/safehttp => ../libs/safehttp
+	github.com/agentidp/agentidp/libs/secrets => ../libs/secrets
+	github.com/agentidp/agentidp/libs/sqlstore => ../libs/sqlstore
+	github.com/agentidp/agentidp/libs/svcrun => ../libs/svcrun
+	github.com/agentidp/agentidp/policies => ../policies
+	github.com/agentidp/agentidp/services/analytics => ../services/analytics
+	github.com/agentidp/agentidp/services/billing => ../services/billing
+	github.com/agentidp/agentidp/services/did => ../services/did
+	github.com/agentidp/agentidp/services/federation => ../services/federation
+	github.com/agentidp/agentidp/services/gateway => ../services/gateway
+	github.com/agentidp/agentidp/services/tier => ../services/tier
+	github.com/agentidp/agentidp/services/token => ../services/token
+	github.com/agentidp/agentidp/services/webhook => ../services/webhook
+)

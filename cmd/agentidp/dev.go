@@ -19,10 +19,12 @@ import (
 
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/cache"
+	"github.com/agentidp/agentidp/libs/config"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/analytics"
+	"github.com/agentidp/agentidp/services/billing"
 	"github.com/agentidp/agentidp/services/did"
 	"github.com/agentidp/agentidp/services/federation"
 	"github.com/agentidp/agentidp/services/gateway"
@@ -35,7 +37,7 @@ import (
 // backendServices run behind the gateway in dev mode; each has its own
 // SQLite file and a loopback listener. The names are the gateway's service
 // names, so the gateway's upstream table is built from them.
-var backendServices = []string{"token", "tier", "analytics", "webhook", "did", "federation"}
+var backendServices = []string{"token", "tier", "analytics", "webhook", "did", "federation", "billing"}
 
 // devSecrets are generated on the first start and kept in the data
 // directory (mode 0600): the local sealed store's key lives beside the data,
@@ -145,7 +147,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}()
 	migrations := map[string]fs.FS{"token": token.Migrations, "tier": tier.Migrations, "analytics": analytics.Migrations,
-		"webhook": webhook.Migrations, "did": did.Migrations, "federation": federation.Migrations}
+		"webhook": webhook.Migrations, "did": did.Migrations, "federation": federation.Migrations, "billing": billing.Migrations}
 	for _, name := range backendServices {
 		db, err := sqlstore.Open(ctx, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(*dataDir, name+".db")})
 		if err != nil {
@@ -242,6 +244,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cfg.BaseURL = gatewayURL
 			cfg.KeyEncryptionKey = mustHex(secrets.DIDKey)
 			return did.New(ctx, cfg, d)
+		},
+		"billing": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
+			// Off unless STRIPE_SECRET_KEY is set: billing then says so and
+			// answers 503 on the Stripe-backed routes.
+			env := config.New(os.Getenv)
+			cfg := billing.ConfigFromEnv(env)
+			if err := env.Err(); err != nil {
+				return nil, err
+			}
+			return billing.New(ctx, cfg, d)
 		},
 		"federation": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
 			cfg := federation.DefaultConfig()

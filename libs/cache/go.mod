@@ -17,4 +17,26 @@ require (
 	golang.org/x/text v0.41.0 // indirect
 )
 
-replace github.com/agentidp/agentidp/libs/testkit => ../testkit
+replace (
+	github.com/agentidp/agentidp/libs/authn => ../authn
+	github.com/agentidp/agentidp/libs/config => ../config
+	github.com/agentidp/agentidp/libs/events => ../events
+	github.com/agentidp/agentidp/libs/httpx => ../httpx
+	github.com/agentidp/agentidp/libs/jose => ../jose
+	github.com/agentidp/agentidp/libs/natsbus => ../natsbus
+	github.com/agentidp/agentidp/libs/revocation => ../revocation
+	github.com/agentidp/agentidp/libs/safehttp => ../safehttp
+	github.com/agentidp/agentidp/libs/secrets => ../secrets
+	github.com/agentidp/agentidp/libs/sqlstore => ../sqlstore
+	github.com/agentidp/agentidp/libs/svcrun => ../svcrun
+	github.com/agentidp/agentidp/libs/testkit => ../testkit
+	github.com/agentidp/agentidp/policies => ../../policies
+	github.com/agentidp/agentidp/services/analytics => ../../services/analytics
+	github.com/agentidp/agentidp/services/billing => ../../services/billing
+	github.com/agentidp/agentidp/services/did => ../../services/did
+	github.com/agentidp/agentidp/services/federation => ../../services/federation
+	github.com/agentidp/agentidp/services/gateway => ../../services/gateway
+	github.com/agentidp/agentidp/services/tier => ../../services/tier
+	github.com/agentidp/agentidp/services/token => ../../services/token
+	github.com/agentidp/agentidp/services/webhook => ../../services/webhook
+)

@@ -83,3 +83,10 @@ type TierChangedData struct {
 // keyed by organisation id. The tier service writes it; the gateway and the
 // token service watch it so that no request needs a call to tier.
 const OrgsBucket = "agentidp_orgs"
+
+// KeysChangedSubject is the core NATS subject (outside the event stream,
+// so consumers of agentidp.> never see it) on which the token service
+// announces a change of its signing keys. Gateways refresh their JWKS at
+// once when they hear it, so a withdrawn key stops verifying within
+// milliseconds instead of at the next periodic refresh.
+const KeysChangedSubject = "agentidp_internal.keys.changed"

@@ -1,15 +1,61 @@
 module github.com/agentidp/agentidp/libs/svcrun
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/agentidp/agentidp/libs/authn v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/cache v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/config v0.0.0-00010101000000-000000000000
-	github.com/agentidp/agentidp/libs/events v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
+	github.com/nats-io/nats.go v1.55.0
+	github.com/prometheus/client_golang v1.25.0
+)
+
+require (
+	github.com/agentidp/agentidp/libs/events v0.0.0-00010101000000-000000000000 // indirect
+	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/dustin/go-humanize v1.1.0 // indirect
+	github.com/google/go-tpm v0.9.8 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/jackc/pgpassfile v1.0.0 // indirect
+	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
+	github.com/jackc/pgx/v5 v5.12.0 // indirect
+	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/labstack/echo/v4 v4.16.0 // indirect
+	github.com/labstack/gommon v0.5.0 // indirect
+	github.com/mattn/go-colorable v0.1.15 // indirect
+	github.com/mattn/go-isatty v0.0.24 // indirect
+	github.com/minio/highwayhash v1.0.4 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/nats-io/jwt/v2 v2.8.2 // indirect
+	github.com/nats-io/nats-server/v2 v2.15.2 // indirect
+	github.com/nats-io/nkeys v0.4.16 // indirect
+	github.com/nats-io/nuid v1.0.1 // indirect
+	github.com/ncruces/go-strftime v1.1.0 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
+	github.com/redis/go-redis/v9 v9.23.0 // indirect
+	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	github.com/valyala/bytebufferpool v1.0.0 // indirect
+	github.com/valyala/fasttemplate v1.2.2 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/text v0.43.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
+	modernc.org/libc v1.80.1 // indirect
+	modernc.org/mathutil v1.7.1 // indirect
+	modernc.org/memory v1.12.1 // indirect
+	modernc.org/sqlite v1.62.0 // indirect
 )
 
 replace (
@@ -20,4 +66,21 @@ replace (
 	github.com/agentidp/agentidp/libs/httpx => ../httpx
 	github.com/agentidp/agentidp/libs/natsbus => ../natsbus
 	github.com/agentidp/agentidp/libs/sqlstore => ../sqlstore
+)
+
+replace (
+	github.com/agentidp/agentidp/libs/jose => ../jose
+	github.com/agentidp/agentidp/libs/revocation => ../revocation
+	github.com/agentidp/agentidp/libs/safehttp => ../safehttp
+	github.com/agentidp/agentidp/libs/secrets => ../secrets
+	github.com/agentidp/agentidp/libs/testkit => ../testkit
+	github.com/agentidp/agentidp/policies => ../../policies
+	github.com/agentidp/agentidp/services/analytics => ../../services/analytics
+	github.com/agentidp/agentidp/services/billing => ../../services/billing
+	github.com/agentidp/agentidp/services/did => ../../services/did
+	github.com/agentidp/agentidp/services/federation => ../../services/federation
+	github.com/agentidp/agentidp/services/gateway => ../../services/gateway
+	github.com/agentidp/agentidp/services/tier => ../../services/tier
+	github.com/agentidp/agentidp/services/token => ../../services/token
+	github.com/agentidp/agentidp/services/webhook => ../../services/webhook
 )

@@ -20,7 +20,11 @@ type accessClaims struct {
 	ClientID       string `json:"client_id"`
 	Scope          string `json:"scope"`
 	OrganizationID string `json:"organization_id"`
-	Act            *actor `json:"act,omitempty"`
+	CredentialID   string `json:"credential_id"`
+	// IssuedAtMs is the token service's millisecond issue time, compared
+	// with revocation watermarks (libs/revocation).
+	IssuedAtMs int64  `json:"iat_ms"`
+	Act        *actor `json:"act,omitempty"`
 }
 
 // actor is an RFC 8693 actor claim; nested actors are earlier in the chain.

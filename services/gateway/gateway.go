@@ -21,11 +21,13 @@ import (
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/gateway/internal/jwks"
 	"github.com/agentidp/agentidp/services/gateway/internal/natskv"
 	"github.com/agentidp/agentidp/services/gateway/internal/opa"
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -48,17 +50,20 @@ func Spec() svcrun.Spec {
 
 // Gateway is the gateway service; it implements svcrun.Service.
 type Gateway struct {
-	cfg     Config
-	logger  *slog.Logger
-	codec   *authn.Codec
-	routes  *routeTable
-	keys    *jwks.Cache
-	tokens  *tokenCache // nil when disabled
-	orgs    *natskv.Orgs
-	policy  *opa.Engine
-	limiter *usageLimiter
-	metrics *metrics
-	now     func() time.Time
+	cfg    Config
+	logger *slog.Logger
+	codec  *authn.Codec
+	routes *routeTable
+	keys   *jwks.Cache
+	nc     *nats.Conn  // for signing-key change notices; nil in some tests
+	tokens *tokenCache // nil when disabled
+	orgs   *natskv.Orgs
+	// revocations is checked on every authenticated request.
+	revocations *natskv.Revocations
+	policy      *opa.Engine
+	limiter     *usageLimiter
+	metrics     *metrics
+	now         func() time.Time
 
 	unmatched routeCounters
 	closers   []func()
@@ -108,7 +113,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 		cfg.JWKSURL = cfg.Upstreams[ServiceToken] + "/.well-known/jwks.json"
 	}
 
-	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, now: time.Now, metrics: newMetrics(reg)}
+	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, nc: d.NATS, now: time.Now, metrics: newMetrics(reg)}
 	g.unmatched.label = "unmatched"
 	var err error
 	if g.routes, err = newRouteTable(cfg.Routes, cfg.Upstreams); err != nil {
@@ -141,6 +146,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if g.orgs, err = natskv.Open(ctx, d.JS, cfg.KVReplicas, logger); err != nil {
 		return nil, err
 	}
+	if g.revocations, err = natskv.OpenRevocations(ctx, d.JS, cfg.KVReplicas, logger); err != nil {
+		return nil, err
+	}
 
 	shared := Counter(d.Cache)
 	mem := cache.NewMemory(cache.MemoryOptions{})
@@ -171,6 +179,23 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer wg.Done()
 		g.keys.Run(ctx, g.cfg.JWKSRefresh, time.Second)
 	}()
+	if g.nc != nil {
+		// A signing-key change (rotation, withdrawal) announced by the
+		// token service: refresh the JWKS now rather than at the next
+		// periodic refresh. Cached verified tokens whose kid left the set
+		// stop being accepted with it.
+		sub, err := g.nc.Subscribe(events.KeysChangedSubject, func(*nats.Msg) {
+			go func() {
+				if err := g.keys.Refresh(ctx); err != nil {
+					g.logger.Warn("refresh signing keys after change notice", "err", err)
+				}
+			}()
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", events.KeysChangedSubject, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	if g.cfg.PolicyDir != "" {
 		wg.Add(1)
 		go func() {
@@ -178,13 +203,27 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.policy.Watch(ctx, g.cfg.PolicyDir, g.cfg.PolicyPoll)
 		}()
 	}
+	revErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := g.revocations.Run(ctx)
+		if err != nil {
+			cancel()
+		}
+		revErr <- err
+	}()
 	err := g.orgs.Run(ctx)
 	cancel() // a failed watch stops the rest too, so svcrun sees the error
 	wg.Wait()
+	if rerr := <-revErr; err == nil && rerr != nil {
+		err = fmt.Errorf("revocations: %w", rerr)
+	}
 	return err
 }
 
-// Checks reports readiness: keys loaded, organisations loaded, policy loaded.
+// Checks reports readiness: keys loaded, organisations loaded, revocations
+// loaded, policy loaded.
 func (g *Gateway) Checks() map[string]httpx.Check {
 	return map[string]httpx.Check{
 		"jwks": func(context.Context) error {
@@ -196,6 +235,12 @@ func (g *Gateway) Checks() map[string]httpx.Check {
 		"orgs": func(context.Context) error {
 			if !g.orgs.Ready() {
 				return errors.New("organisation read model not loaded")
+			}
+			return nil
+		},
+		"revocations": func(context.Context) error {
+			if !g.revocations.Ready() {
+				return errors.New("revocation state not loaded")
 			}
 			return nil
 		},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/cache"
+	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/testkit"
 	"github.com/agentidp/agentidp/policies"
@@ -495,5 +496,25 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKeysChangedNoticeRefreshesJWKS checks that the token service's
+// signing-key change notice makes the gateway refetch its JWKS at once
+// (not rate-limited, not waiting for the periodic refresh), so a withdrawn
+// key stops verifying within milliseconds.
+func TestKeysChangedNoticeRefreshesJWKS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	before := e.gw.keys.Fetches()
+	if err := e.nc.Publish(events.KeysChangedSubject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.gw.keys.Fetches() == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("JWKS fetches = %d after a keys-changed notice; want a refetch", e.gw.keys.Fetches())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

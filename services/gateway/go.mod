@@ -10,6 +10,7 @@ require (
 	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/jose v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/revocation v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/svcrun v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/testkit v0.0.0
 	github.com/agentidp/agentidp/policies v0.0.0-00010101000000-000000000000
@@ -95,4 +96,17 @@ replace (
 	github.com/agentidp/agentidp/libs/svcrun => ../../libs/svcrun
 	github.com/agentidp/agentidp/libs/testkit => ../../libs/testkit
 	github.com/agentidp/agentidp/policies => ../../policies
+)
+
+replace (
+	github.com/agentidp/agentidp/libs/revocation => ../../libs/revocation
+	github.com/agentidp/agentidp/libs/safehttp => ../../libs/safehttp
+	github.com/agentidp/agentidp/libs/secrets => ../../libs/secrets
+	github.com/agentidp/agentidp/services/analytics => ../analytics
+	github.com/agentidp/agentidp/services/billing => ../billing
+	github.com/agentidp/agentidp/services/did => ../did
+	github.com/agentidp/agentidp/services/federation => ../federation
+	github.com/agentidp/agentidp/services/tier => ../tier
+	github.com/agentidp/agentidp/services/token => ../token
+	github.com/agentidp/agentidp/services/webhook => ../webhook
 )

@@ -78,6 +78,20 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 		return &rt.counters
 	}
 
+	// Revocation, on every request: the token cache only saves the
+	// signature check. The set is in memory, kept current through NATS KV.
+	if !g.revocations.Ready() {
+		httpx.WriteError(w, httpx.Unavailable("gateway not ready", nil))
+		return &rt.counters
+	}
+	if g.revocations.Set().Revoked(tok.rev) {
+		g.logger.Debug("token rejected", "reason", "revoked", "request_id", rid)
+		g.metrics.deny(denyRevoked)
+		w.Header()["Www-Authenticate"] = []string{`Bearer error="invalid_token", error_description="token revoked"`}
+		httpx.WriteError(w, httpx.Unauthorized("token revoked"))
+		return &rt.counters
+	}
+
 	// 2. Organisation status and daily call limit.
 	if !g.orgs.Ready() {
 		httpx.WriteError(w, httpx.Unavailable("gateway not ready", nil))

@@ -26,6 +26,7 @@ import (
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
 	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -163,6 +164,7 @@ func newUpstream(t testing.TB, name string, codec *authn.Codec) *upstream {
 }
 
 type env struct {
+	nc       *nats.Conn
 	gw       *Gateway
 	srv      *httptest.Server
 	issuer   *issuer
@@ -182,12 +184,12 @@ func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
+	nc, js := ns.Connect(t)
 	codec, err := authn.NewCodec(randBytes(32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{issuer: newIssuer(t), codec: codec, registry: prometheus.NewRegistry()}
+	e := &env{nc: nc, issuer: newIssuer(t), codec: codec, registry: prometheus.NewRegistry()}
 	e.token = newUpstream(t, "token", codec)
 	e.tier = newUpstream(t, "tier", codec)
 	if e.kv, err = natsbus.EnsureKV(ctx, js, events.OrgsBucket, 1); err != nil {
@@ -205,7 +207,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	deps := &svcrun.Deps{Service: "gateway", Logger: slog.New(slog.DiscardHandler), Registry: e.registry,
-		Cache: c, JS: js, Codec: codec}
+		Cache: c, NATS: nc, JS: js, Codec: codec}
 	if e.gw, err = New(ctx, cfg, deps); err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -12,6 +12,8 @@ const (
 	denyAuth   = "auth"
 	denyTier   = "tier"
 	denyPolicy = "policy"
+	// denyRevoked: a valid token that was revoked (jti or watermark).
+	denyRevoked = "revoked"
 )
 
 type metrics struct {
@@ -20,9 +22,10 @@ type metrics struct {
 	upstream *prometheus.HistogramVec
 	fallback prometheus.Counter
 
-	denyAuth   prometheus.Counter
-	denyTier   prometheus.Counter
-	denyPolicy prometheus.Counter
+	denyAuth    prometheus.Counter
+	denyTier    prometheus.Counter
+	denyPolicy  prometheus.Counter
+	denyRevoked prometheus.Counter
 }
 
 // routeCounters caches the resolved requests_total children of one route,
@@ -43,7 +46,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"route", "code"}),
 		denials: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentidp_gateway_denials_total",
-			Help: "Requests refused by the gateway, by reason (auth, tier, policy).",
+			Help: "Requests refused by the gateway, by reason (auth, revoked, tier, policy).",
 		}, []string{"reason"}),
 		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "agentidp_gateway_upstream_duration_seconds",
@@ -58,6 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.denyAuth = m.denials.WithLabelValues(denyAuth)
 	m.denyTier = m.denials.WithLabelValues(denyTier)
 	m.denyPolicy = m.denials.WithLabelValues(denyPolicy)
+	m.denyRevoked = m.denials.WithLabelValues(denyRevoked)
 	if reg != nil {
 		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback)
 	}
@@ -85,5 +89,7 @@ func (m *metrics) deny(reason string) {
 		m.denyTier.Inc()
 	case denyPolicy:
 		m.denyPolicy.Inc()
+	case denyRevoked:
+		m.denyRevoked.Inc()
 	}
 }

@@ -63,6 +63,10 @@ func DefaultRoutes() []Route {
 		{Path: "/api/v1/agents/*/did/card", Methods: get, Public: true, Service: ServiceDID},
 		{Path: "/api/v1/agents/*/did", Service: ServiceDID}, // resolve, rotate
 		{Path: "/api/v1/federation", Service: ServiceFederation},
+		{Path: "/api/v1/keys", Service: ServiceToken},
+		{Path: "/api/v1/billing/webhook", Methods: post, Public: true, Service: ServiceBilling},
+		{Path: "/api/v1/billing", Service: ServiceBilling},
+		{Path: "/api/v1/tiers/upgrade", Service: ServiceBilling},
 	}
 }
 

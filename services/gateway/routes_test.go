@@ -6,7 +6,7 @@ func TestRouteTableMatch(t *testing.T) {
 	t.Parallel()
 	up := map[string]string{
 		ServiceToken: "http://token", ServiceTier: "http://tier", ServiceAnalytics: "http://analytics",
-		ServiceDID: "http://did", ServiceWebhook: "http://webhook", ServiceFederation: "http://federation",
+		ServiceDID: "http://did", ServiceWebhook: "http://webhook", ServiceFederation: "http://federation", ServiceBilling: "http://billing",
 	}
 	table, err := newRouteTable(DefaultRoutes(), up)
 	if err != nil {
@@ -30,6 +30,11 @@ func TestRouteTableMatch(t *testing.T) {
 		{"GET", "/api/v1/webhooks/wh_1/deliveries", ServiceWebhook, false},
 		{"POST", "/api/v1/federation/verify", ServiceFederation, false},
 		{"GET", "/api/v1/organizations", ServiceTier, false},
+		{"GET", "/api/v1/tiers/status", ServiceTier, false},
+		{"POST", "/api/v1/tiers/upgrade", ServiceBilling, false},
+		{"POST", "/api/v1/billing/webhook", ServiceBilling, true},
+		{"POST", "/api/v1/billing/checkout", ServiceBilling, false},
+		{"POST", "/api/v1/keys/rotate", ServiceToken, false},
 		{"GET", "/api/v1/agentsx", "", false},
 		{"GET", "/agents//did.json", "", false},
 		{"GET", "/agents/a1/did.json/x", "", false},

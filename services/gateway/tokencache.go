@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"slices"
+
+	"github.com/agentidp/agentidp/libs/revocation"
 	"strings"
 	"sync"
 	"time"
@@ -15,13 +17,19 @@ type verifiedToken struct {
 	exp                                int64
 	scopes                             []string // sorted
 	actors                             []string
+	// rev is what the revocation check needs; it is checked on every
+	// request, cached or not.
+	rev revocation.Token
 }
 
 func newVerifiedToken(c *accessClaims, kid string) *verifiedToken {
 	scopes := strings.Fields(c.Scope)
 	slices.Sort(scopes)
-	return &verifiedToken{subject: c.Subject, clientID: c.ClientID, orgID: c.OrganizationID, jti: c.ID,
+	v := &verifiedToken{subject: c.Subject, clientID: c.ClientID, orgID: c.OrganizationID, jti: c.ID,
 		kid: kid, exp: c.ExpiresAt, scopes: scopes, actors: c.actors()}
+	v.rev = revocation.Token{JTI: c.ID, Subject: c.Subject, CredentialID: c.CredentialID, OrgID: c.OrganizationID,
+		Actors: v.actors, IssuedAtMs: revocation.IssuedAtMs(c.IssuedAt, c.IssuedAtMs)}
+	return v
 }
 
 // tokenCache remembers verified tokens until they expire: an agent uses

@@ -72,19 +72,35 @@ type Config struct {
 	// KVReplicas is the replica count of the KV bucket
 	// (NATS_STREAM_REPLICAS, default 1).
 	KVReplicas int
+	// DowngradeGrace is how long a downgrade ordered by billing (a
+	// cancelled or unpaid subscription) waits before it applies
+	// (TIER_DOWNGRADE_GRACE, default 72h; 0 means the default). Upgrades
+	// apply at once.
+	DowngradeGrace time.Duration
+	// DowngradeCheckInterval is how often due downgrades are applied
+	// (TIER_DOWNGRADE_CHECK_INTERVAL, default 1m; 0 means the default).
+	DowngradeCheckInterval time.Duration
 }
 
 // DefaultConfig returns the development defaults.
 func DefaultConfig() Config {
-	return Config{ReconcileInterval: 60 * time.Second, KVReplicas: 1}
+	return Config{ReconcileInterval: 60 * time.Second, KVReplicas: 1, DowngradeGrace: 72 * time.Hour, DowngradeCheckInterval: time.Minute}
 }
 
 // ConfigFromEnv reads the configuration; problems are recorded in env.
 func ConfigFromEnv(env *config.Env) Config {
 	d := DefaultConfig()
 	cfg := Config{
-		ReconcileInterval: env.Duration("TIER_RECONCILE_INTERVAL", d.ReconcileInterval),
-		KVReplicas:        env.Int("NATS_STREAM_REPLICAS", d.KVReplicas),
+		ReconcileInterval:      env.Duration("TIER_RECONCILE_INTERVAL", d.ReconcileInterval),
+		KVReplicas:             env.Int("NATS_STREAM_REPLICAS", d.KVReplicas),
+		DowngradeGrace:         env.Duration("TIER_DOWNGRADE_GRACE", d.DowngradeGrace),
+		DowngradeCheckInterval: env.Duration("TIER_DOWNGRADE_CHECK_INTERVAL", d.DowngradeCheckInterval),
+	}
+	if cfg.DowngradeGrace < 0 {
+		env.Fail("TIER_DOWNGRADE_GRACE: must not be negative")
+	}
+	if cfg.DowngradeCheckInterval < time.Second {
+		env.Fail("TIER_DOWNGRADE_CHECK_INTERVAL: must be at least 1s")
 	}
 	if cfg.ReconcileInterval < time.Second {
 		env.Fail("TIER_RECONCILE_INTERVAL: must be at least 1s")
@@ -97,8 +113,13 @@ func ConfigFromEnv(env *config.Env) Config {
 
 // Env documents the service's own variables.
 var Env = map[string]string{
-	"TIER_RECONCILE_INTERVAL": "how often every organisation is rewritten into the NATS KV read model (default 60s)",
+	"TIER_RECONCILE_INTERVAL":       "how often every organisation is rewritten into the NATS KV read model (default 60s)",
+	"TIER_DOWNGRADE_GRACE":          "delay before a downgrade ordered by billing applies (default 72h)",
+	"TIER_DOWNGRADE_CHECK_INTERVAL": "how often due downgrades are applied (default 1m)",
 }
+
+// BillingDurable is the durable consumer applying billing plan changes.
+const BillingDurable = "tier-billing"
 
 // Spec describes the tier binary for svcrun.
 func Spec() svcrun.Spec {
@@ -124,6 +145,9 @@ type Service struct {
 	cfg     Config
 	domain  *org.Service
 	relay   *sqlstore.Relay
+	billing *org.BillingPlans
+	js      jetstream.JetStream
+	reg     prometheus.Registerer
 	handler http.Handler
 	logger  *slog.Logger
 
@@ -141,8 +165,15 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if d == nil || d.DB == nil || d.Cache == nil || d.JS == nil || d.Codec == nil {
 		return nil, errors.New("tier: DB, Cache, JS and Codec are required")
 	}
+	def := DefaultConfig()
 	if cfg.ReconcileInterval <= 0 {
-		cfg.ReconcileInterval = DefaultConfig().ReconcileInterval
+		cfg.ReconcileInterval = def.ReconcileInterval
+	}
+	if cfg.DowngradeGrace <= 0 {
+		cfg.DowngradeGrace = def.DowngradeGrace
+	}
+	if cfg.DowngradeCheckInterval <= 0 {
+		cfg.DowngradeCheckInterval = def.DowngradeCheckInterval
 	}
 	logger := d.Logger
 	if logger == nil {
@@ -160,11 +191,15 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		return nil, fmt.Errorf("tier: %w", err)
 	}
 	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
-	domain := org.NewService(tierstore.New(d.DB), natskv.New(kv), usagecache.New(d.Cache), relay.Notify, logger)
+	store := tierstore.New(d.DB)
+	domain := org.NewService(store, natskv.New(kv), usagecache.New(d.Cache), relay.Notify, logger)
 	return &Service{
 		cfg:     cfg,
 		domain:  domain,
 		relay:   relay,
+		billing: org.NewBillingPlans(domain, store, cfg.DowngradeGrace),
+		js:      d.JS,
+		reg:     reg,
 		handler: httpapi.NewHandler(domain, d.Codec, logger, httpx.NewMetrics(reg, Name)),
 		logger:  logger,
 	}, nil
@@ -195,16 +230,31 @@ func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
 
-// Run relays the outbox and reconciles the KV read model (at start, then
-// every ReconcileInterval) until ctx ends.
+// Run relays the outbox, applies billing plan changes (durable
+// BillingDurable, and the due downgrades every DowngradeCheckInterval) and
+// reconciles the KV read model (at start, then every ReconcileInterval)
+// until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		if err := s.relay.Run(ctx); err != nil {
 			s.logger.Error("outbox relay stopped", "err", err)
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
+			Durable: BillingDurable, Subjects: []string{events.BillingSubscriptionUpdated.Subject()},
+			Logger: s.logger, Registerer: s.reg,
+		}, s.applyBilling); err != nil {
+			s.logger.Error("billing consumer stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		s.applyDowngrades(ctx)
 	}()
 	t := time.NewTicker(s.cfg.ReconcileInterval)
 	defer t.Stop()
@@ -217,6 +267,55 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// billingPlan is the part of billing.subscription.updated tier reads (the
+// payload type lives in the billing service, which imports tier).
+type billingPlan struct {
+	OrganizationID string    `json:"organizationId"`
+	Tier           string    `json:"tier"`
+	EffectiveAt    time.Time `json:"effectiveAt"`
+}
+
+func (s *Service) applyBilling(ctx context.Context, batch []natsbus.Delivery) error {
+	for _, d := range batch {
+		var p billingPlan
+		if err := d.Event.DecodeData(&p); err != nil {
+			s.logger.Warn("ignoring undecodable billing event", "eventId", d.Event.ID, "err", err)
+			continue
+		}
+		if p.OrganizationID == "" {
+			p.OrganizationID = d.Event.OrgID
+		}
+		if p.EffectiveAt.IsZero() {
+			p.EffectiveAt = d.Event.Time
+		}
+		if err := s.billing.Apply(ctx, p.OrganizationID, p.Tier, p.EffectiveAt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) applyDowngrades(ctx context.Context) {
+	t := time.NewTicker(s.cfg.DowngradeCheckInterval)
+	defer t.Stop()
+	for {
+		if _, err := s.billing.ApplyDue(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("apply due downgrades; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ApplyDueDowngrades applies the downgrades whose grace period has passed
+// now (Run does it every DowngradeCheckInterval) and returns how many.
+func (s *Service) ApplyDueDowngrades(ctx context.Context) (int, error) {
+	return s.billing.ApplyDue(ctx)
 }
 
 func (s *Service) reconcile(ctx context.Context) {

@@ -10,6 +10,8 @@ require (
 	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/jose v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/revocation v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/secrets v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/svcrun v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/testkit v0.0.0
@@ -17,6 +19,24 @@ require (
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
+)
+
+require (
+	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.1 // indirect
+	github.com/hashicorp/errwrap v1.1.0 // indirect
+	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
+	github.com/hashicorp/go-multierror v1.1.1 // indirect
+	github.com/hashicorp/go-retryablehttp v0.7.8 // indirect
+	github.com/hashicorp/go-rootcerts v1.0.2 // indirect
+	github.com/hashicorp/go-secure-stdlib/parseutil v0.2.0 // indirect
+	github.com/hashicorp/go-secure-stdlib/strutil v0.1.2 // indirect
+	github.com/hashicorp/go-sockaddr v1.0.7 // indirect
+	github.com/hashicorp/hcl v1.0.1-vault-7 // indirect
+	github.com/hashicorp/vault/api v1.23.0 // indirect
+	github.com/mitchellh/go-homedir v1.1.0 // indirect
+	github.com/mitchellh/mapstructure v1.5.0 // indirect
+	github.com/ryanuber/go-glob v1.0.0 // indirect
 )
 
 require (
@@ -72,4 +92,21 @@ replace (
 	github.com/agentidp/agentidp/libs/sqlstore => ../../libs/sqlstore
 	github.com/agentidp/agentidp/libs/svcrun => ../../libs/svcrun
 	github.com/agentidp/agentidp/libs/testkit => ../../libs/testkit
+)
+
+replace (
+	github.com/agentidp/agentidp/libs/revocation => ../../libs/revocation
+	github.com/agentidp/agentidp/libs/secrets => ../../libs/secrets
+)
+
+replace (
+	github.com/agentidp/agentidp/libs/safehttp => ../../libs/safehttp
+	github.com/agentidp/agentidp/policies => ../../policies
+	github.com/agentidp/agentidp/services/analytics => ../analytics
+	github.com/agentidp/agentidp/services/billing => ../billing
+	github.com/agentidp/agentidp/services/did => ../did
+	github.com/agentidp/agentidp/services/federation => ../federation
+	github.com/agentidp/agentidp/services/gateway => ../gateway
+	github.com/agentidp/agentidp/services/tier => ../tier
+	github.com/agentidp/agentidp/services/webhook => ../webhook
 )

@@ -63,6 +63,9 @@ type Service struct {
 	d       *svcrun.Deps
 	orgs    *domain.OrgModel
 	orgsOK  atomic.Bool
+	cfg     Config
+	revs    *revocationMirror
+	revsOK  atomic.Bool
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -94,11 +97,13 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		return nil, err
 	}
 	store := sqlstore.New(d.DB)
-	keys, err := domain.NewSealedKeyStore(store, cfg.KeyEncryptionKey)
+	ring, err := newKeyring(ctx, cfg, d)
 	if err != nil {
 		return nil, fmt.Errorf("token: %w", err)
 	}
-	s := &Service{d: d, orgs: domain.NewOrgModel(d.Logger)}
+	s := &Service{d: d, orgs: domain.NewOrgModel(d.Logger), cfg: cfg}
+	// s.revs is assigned below, before any commit can call the mirror.
+	mirror := func(ctx context.Context, revs []domain.Revocation) { s.revs.Put(ctx, revs) }
 	s.relay = lib.NewRelay(d.DB, func(ctx context.Context, msgs []lib.OutboxMessage) error {
 		raw := make([]natsbus.RawMessage, len(msgs))
 		for i, m := range msgs {
@@ -114,12 +119,14 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	s.svc, err = domain.NewService(ctx, domain.Settings{
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, Alg: cfg.SigningAlg,
 		Pepper: cfg.SecretPepper, ClientCacheTTL: cfg.ClientCacheTTL, ClientCacheSize: cfg.ClientCacheSize,
-	}, domain.Deps{Store: store, Keys: keys, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		RotationGrace: cfg.RotationGrace,
+	}, domain.Deps{Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
 	if err != nil {
 		s.async.Close()
 		return nil, fmt.Errorf("token: %w", err)
 	}
+	s.revs = newRevocationMirror(s.svc, d.Logger)
 	var metrics *httpx.Metrics
 	if d.Registry != nil {
 		metrics = httpx.NewMetrics(d.Registry, Name)
@@ -141,6 +148,12 @@ func (s *Service) Checks() map[string]httpx.Check {
 			}
 			return nil
 		},
+		"revocations": func(context.Context) error {
+			if !s.revsOK.Load() {
+				return errors.New("revocation state loading")
+			}
+			return nil
+		},
 	}
 }
 
@@ -148,10 +161,23 @@ func (s *Service) Checks() map[string]httpx.Check {
 // cached clients named by agent.* and credential.* events, until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	defer s.async.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	revsReady := make(chan struct{})
+	revsDone := make(chan error, 1)
+	go func() { revsDone <- s.revs.run(ctx, s.d.JS, s.cfg.KVReplicas, revsReady) }()
+	go func() {
+		select {
+		case <-revsReady:
+			s.revsOK.Store(true)
+		case <-ctx.Done():
+		}
+	}()
 	kv, err := natsbus.EnsureKV(ctx, s.d.JS, events.OrgsBucket, 0)
 	if err != nil {
 		return err
 	}
+	s.orgs.OnDeleted(s.orgDeleted(ctx))
 	ready, err := natsbus.WatchKV(ctx, kv, s.d.Logger, s.orgs.Apply)
 	if err != nil {
 		return err
@@ -179,5 +205,20 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
-	return s.relay.Run(ctx)
+	if err := s.startKeys(ctx); err != nil {
+		return err
+	}
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- s.relay.Run(ctx) }()
+	select {
+	case err := <-revsDone:
+		if err != nil {
+			cancel()
+			<-relayDone
+			return fmt.Errorf("revocations: %w", err)
+		}
+		return <-relayDone
+	case err := <-relayDone:
+		return err
+	}
 }

@@ -73,3 +73,17 @@ replace (
 	github.com/agentidp/agentidp/libs/svcrun => ../../libs/svcrun
 	github.com/agentidp/agentidp/libs/testkit => ../../libs/testkit
 )
+
+replace (
+	github.com/agentidp/agentidp/libs/jose => ../../libs/jose
+	github.com/agentidp/agentidp/libs/revocation => ../../libs/revocation
+	github.com/agentidp/agentidp/libs/secrets => ../../libs/secrets
+	github.com/agentidp/agentidp/policies => ../../policies
+	github.com/agentidp/agentidp/services/analytics => ../analytics
+	github.com/agentidp/agentidp/services/billing => ../billing
+	github.com/agentidp/agentidp/services/did => ../did
+	github.com/agentidp/agentidp/services/federation => ../federation
+	github.com/agentidp/agentidp/services/gateway => ../gateway
+	github.com/agentidp/agentidp/services/tier => ../tier
+	github.com/agentidp/agentidp/services/token => ../token
+)

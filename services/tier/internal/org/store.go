@@ -57,3 +57,30 @@ type ReadModel interface {
 type UsageReader interface {
 	Usage(ctx context.Context, orgID string, day time.Time) (Usage, error)
 }
+
+// PendingChange is a downgrade ordered by billing that takes effect at
+// ApplyAt.
+type PendingChange struct {
+	OrganizationID string
+	Tier           string
+	ApplyAt        time.Time
+}
+
+// BillingStore persists what the billing consumer needs.
+type BillingStore interface {
+	// SchedulePending stores p, replacing the organisation's pending
+	// change, unless one with the same tier is already pending (its
+	// earlier ApplyAt is kept).
+	SchedulePending(ctx context.Context, p PendingChange) error
+	// CancelPending deletes the organisation's pending change, if any.
+	CancelPending(ctx context.Context, orgID string) error
+	// DuePending returns the changes with ApplyAt <= now, oldest first.
+	DuePending(ctx context.Context, now time.Time) ([]PendingChange, error)
+	// DeletePending deletes the change if it is still exactly p.
+	DeletePending(ctx context.Context, p PendingChange) error
+	// LastBillingPlan returns the effectiveAt recorded for orgID (zero
+	// when none).
+	LastBillingPlan(ctx context.Context, orgID string) (time.Time, error)
+	// RecordBillingPlan records at for orgID unless a later one is stored.
+	RecordBillingPlan(ctx context.Context, orgID string, at time.Time) error
+}

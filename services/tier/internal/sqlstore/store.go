@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/sqlstore"
@@ -189,4 +190,77 @@ func (s *Store) AddMember(ctx context.Context, m org.Member, evs []events.Envelo
 		}
 		return addEvents(ctx, tx, evs)
 	})
+}
+
+var _ org.BillingStore = (*Store)(nil)
+
+// SchedulePending implements org.BillingStore.
+func (s *Store) SchedulePending(ctx context.Context, p org.PendingChange) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO pending_tier_changes (organization_id, tier, apply_at) VALUES (?, ?, ?)
+		ON CONFLICT (organization_id) DO UPDATE SET tier = excluded.tier, apply_at = excluded.apply_at
+		WHERE pending_tier_changes.tier <> excluded.tier`, p.OrganizationID, p.Tier, p.ApplyAt.UTC())
+	if err != nil {
+		return fmt.Errorf("schedule tier change: %w", err)
+	}
+	return nil
+}
+
+// CancelPending implements org.BillingStore.
+func (s *Store) CancelPending(ctx context.Context, orgID string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM pending_tier_changes WHERE organization_id = ?`, orgID); err != nil {
+		return fmt.Errorf("cancel tier change: %w", err)
+	}
+	return nil
+}
+
+// DuePending implements org.BillingStore.
+func (s *Store) DuePending(ctx context.Context, now time.Time) ([]org.PendingChange, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT organization_id, tier, apply_at FROM pending_tier_changes WHERE apply_at <= ? ORDER BY apply_at, organization_id`, now.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("query pending tier changes: %w", err)
+	}
+	defer rows.Close()
+	var out []org.PendingChange
+	for rows.Next() {
+		var p org.PendingChange
+		if err := rows.Scan(&p.OrganizationID, &p.Tier, &p.ApplyAt); err != nil {
+			return nil, fmt.Errorf("scan pending tier change: %w", err)
+		}
+		p.ApplyAt = p.ApplyAt.UTC()
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// DeletePending implements org.BillingStore.
+func (s *Store) DeletePending(ctx context.Context, p org.PendingChange) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM pending_tier_changes WHERE organization_id = ? AND tier = ? AND apply_at = ?`,
+		p.OrganizationID, p.Tier, p.ApplyAt.UTC()); err != nil {
+		return fmt.Errorf("delete pending tier change: %w", err)
+	}
+	return nil
+}
+
+// LastBillingPlan implements org.BillingStore.
+func (s *Store) LastBillingPlan(ctx context.Context, orgID string) (time.Time, error) {
+	var at time.Time
+	err := s.db.QueryRowContext(ctx, `SELECT effective_at FROM billing_plan_state WHERE organization_id = ?`, orgID).Scan(&at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("load billing plan state: %w", err)
+	}
+	return at.UTC(), nil
+}
+
+// RecordBillingPlan implements org.BillingStore.
+func (s *Store) RecordBillingPlan(ctx context.Context, orgID string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO billing_plan_state (organization_id, effective_at) VALUES (?, ?)
+		ON CONFLICT (organization_id) DO UPDATE SET effective_at = excluded.effective_at
+		WHERE billing_plan_state.effective_at < excluded.effective_at`, orgID, at.UTC())
+	if err != nil {
+		return fmt.Errorf("record billing plan state: %w", err)
+	}
+	return nil
 }

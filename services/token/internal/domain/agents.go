@@ -14,6 +14,7 @@ import (
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/google/uuid"
 )
 
@@ -368,7 +369,9 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 		return Agent{}, err
 	}
 	limit := s.orgs.Limits(org).MaxAgents
+	var revs []Revocation
 	a, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
+		revs = nil
 		ch := AgentChange{MaxAgents: -1}
 		if a.Status == StatusDecommissioned {
 			return ch, httpx.Conflict(CodeAgentDecommission, "a decommissioned agent cannot be updated")
@@ -426,6 +429,11 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 			if a.Status == StatusActive {
 				t = events.AgentReactivated
 				ch.MaxAgents = limit
+			} else {
+				// Every token the agent holds dies with the suspension; a
+				// reactivation leaves the watermark, so they stay dead.
+				ch.Revocations = []Revocation{s.watermark(revocation.KindAgent, a.AgentID, a.UpdatedAt)}
+				revs = ch.Revocations
 			}
 			ev, err := agentEvent(t, *a, prev)
 			if err != nil {
@@ -440,6 +448,7 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 	}
 	s.notify()
 	s.clients.Invalidate(agentID)
+	s.revocationsCommitted(ctx, revs)
 	if in.Status != nil {
 		s.publishUsage(ctx, org, count)
 	}
@@ -474,6 +483,7 @@ func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, 
 	if err != nil {
 		return err
 	}
+	var revs []Revocation
 	_, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
 		if a.Status == StatusDecommissioned {
 			return AgentChange{Skip: true}, nil
@@ -485,13 +495,15 @@ func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, 
 		if err != nil {
 			return AgentChange{}, err
 		}
-		return AgentChange{Events: []events.Envelope{ev}, MaxAgents: -1, RevokeCredentials: true}, nil
+		revs = []Revocation{s.watermark(revocation.KindAgent, a.AgentID, a.UpdatedAt)}
+		return AgentChange{Events: []events.Envelope{ev}, MaxAgents: -1, RevokeCredentials: true, Revocations: revs}, nil
 	})
 	if err != nil {
 		return s.mapAgentErr(agentID, err, -1)
 	}
 	s.notify()
 	s.clients.Invalidate(agentID)
+	s.revocationsCommitted(ctx, revs)
 	s.publishUsage(ctx, org, count)
 	return nil
 }

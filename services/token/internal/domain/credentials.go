@@ -11,6 +11,7 @@ import (
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/google/uuid"
 )
 
@@ -117,8 +118,13 @@ func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, ag
 	return cs, nil
 }
 
-// RotateCredential replaces a credential's secret; the old one stops
-// working at once.
+// RotateCredential replaces a credential's secret. Without a grace period
+// (the default) the old secret stops working at once and every token issued
+// under the credential so far is revoked (credential watermark). With
+// Settings.RotationGrace > 0 the new secret is a new credential and the old
+// one expires after the grace period; tokens issued under it stay valid
+// until they expire (no watermark), since the point of a grace period is
+// that clients switch over without failures.
 func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) (NewCredential, error) {
 	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
 		return NewCredential{}, err
@@ -138,32 +144,63 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 		return NewCredential{}, httpx.Internal(err)
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	c, err := s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
+	var revs []Revocation
+	var fresh *NewCredential
+	c, err := s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) (CredentialChange, error) {
 		if a.Status == StatusDecommissioned {
-			return nil, httpx.Conflict(CodeAgentDecommission, "the agent is decommissioned")
+			return CredentialChange{}, httpx.Conflict(CodeAgentDecommission, "the agent is decommissioned")
 		}
 		if c.Status != CredentialActive {
-			return nil, httpx.Conflict("CREDENTIAL_REVOKED", "a revoked credential cannot be rotated")
+			return CredentialChange{}, httpx.Conflict("CREDENTIAL_REVOKED", "a revoked credential cannot be rotated")
 		}
 		if c.ExpiresAt != nil && !c.ExpiresAt.After(now) {
-			return nil, httpx.Conflict("CREDENTIAL_EXPIRED", "an expired credential cannot be rotated")
+			return CredentialChange{}, httpx.Conflict("CREDENTIAL_EXPIRED", "an expired credential cannot be rotated")
+		}
+		if g := s.cfg.RotationGrace; g > 0 {
+			nc, err := NewCredentialFor(s.cfg.Pepper, agentID, c.ExpiresAt, now)
+			if err != nil {
+				return CredentialChange{}, err
+			}
+			nc.ClientSecret = ""
+			nc.Digest = DigestSecret(s.cfg.Pepper, secret)
+			fresh = &nc
+			end := now.Add(g)
+			if c.ExpiresAt == nil || end.Before(*c.ExpiresAt) {
+				c.ExpiresAt = &end
+			}
+			ev, err := credentialEvent(events.CredentialRotated, a.OrganizationID, *c, now)
+			if err != nil {
+				return CredentialChange{}, err
+			}
+			gen, err := credentialEvent(events.CredentialGenerated, a.OrganizationID, nc.Credential, now)
+			if err != nil {
+				return CredentialChange{}, err
+			}
+			ins := nc.Credential
+			return CredentialChange{Events: []events.Envelope{ev, gen}, Insert: &ins}, nil
 		}
 		c.Digest = DigestSecret(s.cfg.Pepper, secret)
 		ev, err := credentialEvent(events.CredentialRotated, a.OrganizationID, *c, now)
 		if err != nil {
-			return nil, err
+			return CredentialChange{}, err
 		}
-		return []events.Envelope{ev}, nil
+		revs = []Revocation{s.watermark(revocation.KindCredential, c.CredentialID, now)}
+		return CredentialChange{Events: []events.Envelope{ev}, Revocations: revs}, nil
 	})
 	if err != nil {
 		return NewCredential{}, s.mapCredentialErr(agentID, err)
 	}
 	s.notify()
 	s.clients.Invalidate(agentID)
+	s.revocationsCommitted(ctx, revs)
+	if fresh != nil {
+		return NewCredential{Credential: fresh.Credential, ClientSecret: secret}, nil
+	}
 	return NewCredential{Credential: c, ClientSecret: secret}, nil
 }
 
-// RevokeCredential revokes a credential; revoking twice succeeds.
+// RevokeCredential revokes a credential and every token issued under it;
+// revoking twice succeeds.
 func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) error {
 	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
 		return err
@@ -179,23 +216,26 @@ func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, a
 		return notFoundCredential()
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	_, err = s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) ([]events.Envelope, error) {
+	var revs []Revocation
+	_, err = s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) (CredentialChange, error) {
 		if c.Status == CredentialRevoked {
-			return nil, nil
+			return CredentialChange{}, nil
 		}
 		c.Status = CredentialRevoked
 		c.RevokedAt = &now
 		ev, err := credentialEvent(events.CredentialRevoked, a.OrganizationID, *c, now)
 		if err != nil {
-			return nil, err
+			return CredentialChange{}, err
 		}
-		return []events.Envelope{ev}, nil
+		revs = []Revocation{s.watermark(revocation.KindCredential, c.CredentialID, now)}
+		return CredentialChange{Events: []events.Envelope{ev}, Revocations: revs}, nil
 	})
 	if err != nil {
 		return s.mapCredentialErr(agentID, err)
 	}
 	s.notify()
 	s.clients.Invalidate(agentID)
+	s.revocationsCommitted(ctx, revs)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/jose"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/google/uuid"
 )
 
@@ -56,6 +57,11 @@ type AccessClaims struct {
 	Scope          string `json:"scope"`
 	OrganizationID string `json:"organization_id"`
 	CredentialID   string `json:"credential_id"`
+	// IssuedAtMs is the issue time in Unix milliseconds (private claim):
+	// revocation watermarks are compared in milliseconds so that a token
+	// issued just after a reactivation is not caught by the suspension in
+	// the same second. iat stays the RFC 7519 seconds value.
+	IssuedAtMs int64 `json:"iat_ms,omitempty"`
 }
 
 // invalidClient is the one answer for every client authentication failure,
@@ -129,7 +135,15 @@ func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenRespon
 	claims := AccessClaims{
 		RegisteredClaims: jose.RegisteredClaims{Issuer: s.cfg.Issuer, Subject: rec.AgentID, Audience: jose.Audience{s.cfg.Audience},
 			ExpiresAt: exp.Unix(), NotBefore: iat, IssuedAt: iat, ID: jti.String()},
-		ClientID: rec.AgentID, Scope: scope, OrganizationID: rec.OrgID, CredentialID: credID,
+		ClientID: rec.AgentID, Scope: scope, OrganizationID: rec.OrgID, CredentialID: credID, IssuedAtMs: now.UnixMilli(),
+	}
+	// A revocation at or after this instant means the cached client record
+	// may predate it (another replica committed, its event is in flight):
+	// drop the record and refuse rather than sign a token that a watermark
+	// does not cover.
+	if s.revoked.Revoked(revocation.Token{Subject: rec.AgentID, CredentialID: credID, OrgID: rec.OrgID, IssuedAtMs: claims.IssuedAtMs}) {
+		s.clients.Invalidate(rec.AgentID)
+		return TokenResponse{}, s.authFailed(ctx, req, "revoked")
 	}
 	tok, err := s.signer.Sign(claims)
 	if err != nil {

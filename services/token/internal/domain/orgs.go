@@ -14,10 +14,16 @@ var FreeLimits = events.Limits{MaxAgents: 10, MaxCallsPerDay: 10000, MaxTokensPe
 // OrgModel is the in-memory read model of organisations, fed from the NATS
 // KV bucket the tier service writes (events.OrgsBucket).
 type OrgModel struct {
-	mu     sync.RWMutex
-	orgs   map[string]events.OrgData
-	logger *slog.Logger
+	mu        sync.RWMutex
+	orgs      map[string]events.OrgData
+	logger    *slog.Logger
+	onDeleted func(events.OrgData)
 }
+
+// OnDeleted registers f, called (outside the model's lock) when an entry
+// turns to status "deleted" — including deleted organisations found in the
+// initial load. Set it before the model is fed.
+func (m *OrgModel) OnDeleted(f func(events.OrgData)) { m.onDeleted = f }
 
 // NewOrgModel returns an empty model.
 func NewOrgModel(logger *slog.Logger) *OrgModel {
@@ -26,10 +32,10 @@ func NewOrgModel(logger *slog.Logger) *OrgModel {
 
 // Apply stores one KV entry; a nil value deletes the org.
 func (m *OrgModel) Apply(key string, value []byte) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	if value == nil {
+		m.mu.Lock()
 		delete(m.orgs, key)
+		m.mu.Unlock()
 		return
 	}
 	var d events.OrgData
@@ -40,7 +46,13 @@ func (m *OrgModel) Apply(key string, value []byte) {
 	if d.OrganizationID == "" {
 		d.OrganizationID = key
 	}
+	m.mu.Lock()
+	prev, had := m.orgs[key]
 	m.orgs[key] = d
+	m.mu.Unlock()
+	if m.onDeleted != nil && orgDeleted(d.Status) && (!had || !orgDeleted(prev.Status)) {
+		m.onDeleted(d)
+	}
 }
 
 // Org returns the organisation's data.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/jose"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -45,6 +46,10 @@ type Settings struct {
 	// ClientCacheTTL and ClientCacheSize bound the in-memory client cache.
 	ClientCacheTTL  time.Duration
 	ClientCacheSize int
+	// RotationGrace keeps a rotated credential's old secret valid for this
+	// long (0: the old secret stops at once and tokens issued under the
+	// credential before the rotation are revoked).
+	RotationGrace time.Duration
 }
 
 // Deps are what the domain service consumes.
@@ -58,6 +63,12 @@ type Deps struct {
 	Registry  prometheus.Registerer
 	// Notify is called after each commit that wrote outbox rows (wakes the relay).
 	Notify func()
+	// Mirror, when set, is called after each commit that recorded
+	// revocations, to publish them to every replica and gateway (NATS KV).
+	// A failed mirror is healed by the periodic reconciliation.
+	Mirror func(ctx context.Context, revs []Revocation)
+	// Ring, when set, supersedes Keys: managed, rotating signing keys.
+	Ring *Keyring
 }
 
 // Service implements agents, credentials and token issuance.
@@ -71,8 +82,12 @@ type Service struct {
 	log      *slog.Logger
 	notify   func()
 	clients  *ClientCache
-	signer   *jose.Signer
+	signer   tokenSigner
+	ring     *Keyring
 	jwks     []byte
+	verify   atomic.Pointer[verifyKeys]
+	revoked  *revocation.Set
+	mirror   func(ctx context.Context, revs []Revocation)
 	now      func() time.Time
 
 	dummyDigest []byte
@@ -80,6 +95,7 @@ type Service struct {
 	cacheErrors prometheus.Counter
 	failLogAt   atomic.Int64 // unix seconds of the last logged auth failure
 	failLogged  atomic.Int64
+	introspect  *prometheus.CounterVec
 }
 
 // NewService loads (or creates) the signing key and builds the service.
@@ -102,17 +118,9 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	if d.Orgs == nil {
 		d.Orgs = NewOrgModel(d.Logger)
 	}
-	key, err := d.Keys.Active(ctx, cfg.Alg)
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
-	}
-	signer, err := jose.NewSigner(key, "at+jwt")
-	if err != nil {
-		return nil, err
-	}
 	s := &Service{cfg: cfg, store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
-		log: d.Logger, notify: d.Notify, signer: signer, now: time.Now}
-	if err := s.ReloadJWKS(ctx); err != nil {
+		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror}
+	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err
 	}
 	s.clients = NewClientCache(d.Store.LoadClient, cfg.ClientCacheTTL, cfg.ClientCacheSize)
@@ -123,7 +131,13 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	s.cacheErrors = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "agentidp_token_usage_cache_errors_total", Help: "Cache errors while counting token usage (issuance was allowed).",
 	})
+	s.introspect = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentidp_token_introspections_total", Help: "Introspection answers (active, inactive, unavailable).",
+	}, []string{"outcome"})
 	if d.Registry != nil {
+		if err := d.Registry.Register(s.introspect); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
 		if err := d.Registry.Register(s.issued); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -149,7 +163,12 @@ func (s *Service) ReloadJWKS(ctx context.Context) error {
 }
 
 // JWKS returns the encoded key set.
-func (s *Service) JWKS() []byte { return s.jwks }
+func (s *Service) JWKS() []byte {
+	if s.ring != nil {
+		return s.ring.JWKS()
+	}
+	return s.jwks
+}
 
 // Settings returns the configuration in use.
 func (s *Service) Settings() Settings { return s.cfg }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/revocation"
 )
 
 // AgentFilter narrows ListAgents; empty fields do not filter.
@@ -27,6 +28,36 @@ type AgentChange struct {
 	RevokeCredentials bool
 	// Skip leaves everything unchanged (no write, no events).
 	Skip bool
+	// Revocations are recorded in the same transaction (watermarks of a
+	// suspension or decommissioning).
+	Revocations []Revocation
+}
+
+// CredentialChange is what an UpdateCredential mutation asks the store to
+// do besides writing the credential back. With no events nothing is
+// written.
+type CredentialChange struct {
+	// Events are added to the outbox in the same transaction.
+	Events []events.Envelope
+	// Revocations are recorded in the same transaction.
+	Revocations []Revocation
+	// Insert, when set, is a new credential of the same agent inserted in
+	// the same transaction (rotation with a grace period).
+	Insert *Credential
+}
+
+// Revocation is a row of the revocations table: a revoked jti or a
+// not-before watermark of an agent, credential or organisation
+// (libs/revocation explains the semantics).
+type Revocation struct {
+	Kind revocation.Kind
+	Key  string
+	// NotBefore is the watermark in Unix milliseconds: tokens issued at or
+	// before it are revoked.
+	NotBefore int64
+	// ExpiresAt is when the row can be pruned: no token it covers can be
+	// accepted any more.
+	ExpiresAt time.Time
 }
 
 // Store is the token service's persistence. Every method scoped by orgID
@@ -64,10 +95,20 @@ type Store interface {
 	// (ErrNotFound when the agent does not exist in orgID).
 	ListCredentials(ctx context.Context, orgID, agentID string) ([]Credential, error)
 	// UpdateCredential loads the credential of the agent inside a
-	// transaction, calls mutate and writes status, digest and revokedAt back
-	// with the events mutate returns. ErrNotFound for a missing agent or
-	// credential. When mutate returns no events nothing is written.
-	UpdateCredential(ctx context.Context, orgID, agentID, credentialID string, mutate func(a Agent, c *Credential) ([]events.Envelope, error)) (Credential, error)
+	// transaction, calls mutate and writes status, digest, expiresAt and
+	// revokedAt back with the change's events, revocations and inserted
+	// credential. ErrNotFound for a missing agent or credential. When mutate
+	// returns no events nothing is written.
+	UpdateCredential(ctx context.Context, orgID, agentID, credentialID string, mutate func(a Agent, c *Credential) (CredentialChange, error)) (Credential, error)
+
+	// AddRevocations records revocations with events in one transaction. A
+	// watermark only moves forward: an existing row with a later NotBefore
+	// is kept.
+	AddRevocations(ctx context.Context, revs []Revocation, evs []events.Envelope) error
+	// ListRevocations returns every row that has not expired at now.
+	ListRevocations(ctx context.Context, now time.Time) ([]Revocation, error)
+	// PruneRevocations deletes rows expired at now and returns how many.
+	PruneRevocations(ctx context.Context, now time.Time) (int64, error)
 
 	// LoadClient returns the client record for an agent id with its active
 	// credentials (any org), or ErrNotFound.

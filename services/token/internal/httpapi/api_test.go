@@ -68,7 +68,11 @@ type env struct {
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
 
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB) *env { t.Helper(); return newEnvWith(t, nil) }
+
+// newEnvWith builds the env with the store wrapped by wrap (nil: as is),
+// and loads the revocation state as the assembly does at start.
+func newEnvWith(t testing.TB, wrap func(domain.Store) domain.Store) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -85,7 +89,10 @@ func newEnv(t testing.TB) *env {
 	}
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
-	store := sqlstore.New(db)
+	var store domain.Store = sqlstore.New(db)
+	if wrap != nil {
+		store = wrap(store)
+	}
 	keys, err := domain.NewSealedKeyStore(store, testKey)
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +117,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, _ = svc.LoadRevocations(ctx) // a failing store leaves the set not ready
 	codec, _ := authn.NewCodec(testKey)
 	return &env{h: httpapi.New(svc, slog.New(slog.DiscardHandler), nil, codec), codec: codec, svc: svc, js: js, counters: ctr}
 }

@@ -15,6 +15,7 @@ import (
 // API holds what the handlers need.
 type API struct {
 	svc *domain.Service
+	log *slog.Logger
 }
 
 // IsPublic reports the routes reachable without the gateway's internal
@@ -37,7 +38,7 @@ func New(svc *domain.Service, logger *slog.Logger, metrics *httpx.Metrics, codec
 		e.Use(metrics.Middleware)
 	}
 	e.Use(httpx.RequireIdentity(codec, IsPublic))
-	a := &API{svc: svc}
+	a := &API{svc: svc, log: logger}
 	a.Routes(e)
 	return e
 }
@@ -47,8 +48,18 @@ func (a *API) Routes(e *echo.Echo) {
 	e.POST("/oauth2/token", a.token)
 	e.POST("/api/v1/token", a.token)
 	e.GET("/.well-known/jwks.json", a.jwks)
-	e.GET("/.well-known/oauth-authorization-server", a.discovery)
-	e.GET("/.well-known/openid-configuration", a.discovery)
+	e.GET("/.well-known/oauth-authorization-server", a.discoveryDocument)
+	e.GET("/.well-known/openid-configuration", a.discoveryDocument)
+
+	// Signing keys (operator, admin:orgs).
+	e.GET("/api/v1/keys", a.listKeys)
+	e.POST("/api/v1/keys/rotate", a.rotateKeys)
+	e.POST("/api/v1/keys/:kid/withdraw", a.withdrawKey)
+	e.POST("/oauth2/revoke", a.revoke)
+	e.POST("/api/v1/token/revoke", a.revoke)
+	e.POST("/oauth2/introspect", a.introspect)
+	e.POST("/api/v1/token/introspect", a.introspect)
+	e.GET("/agent-info", a.agentInfo)
 
 	g := e.Group("/api/v1/agents")
 	g.POST("", a.createAgent)

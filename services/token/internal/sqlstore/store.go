@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/natsbus"
+	"github.com/agentidp/agentidp/libs/revocation"
 	lib "github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 )
@@ -243,6 +244,9 @@ func (s *Store) UpdateAgent(ctx context.Context, orgID, agentID string, mutate f
 		if a.Status != domain.StatusDecommissioned {
 			count++
 		}
+		if err := addRevocations(ctx, tx, ch.Revocations); err != nil {
+			return err
+		}
 		return addEvents(ctx, tx, ch.Events)
 	})
 	return out, count, err
@@ -318,7 +322,7 @@ func (s *Store) ListCredentials(ctx context.Context, orgID, agentID string) ([]d
 }
 
 // UpdateCredential implements domain.Store.
-func (s *Store) UpdateCredential(ctx context.Context, orgID, agentID, credentialID string, mutate func(a domain.Agent, c *domain.Credential) ([]events.Envelope, error)) (domain.Credential, error) {
+func (s *Store) UpdateCredential(ctx context.Context, orgID, agentID, credentialID string, mutate func(a domain.Agent, c *domain.Credential) (domain.CredentialChange, error)) (domain.Credential, error) {
 	var out domain.Credential
 	err := s.db.InTx(ctx, func(tx *lib.Tx) error {
 		a, err := scanAgent(tx.QueryRowContext(ctx, "SELECT "+agentCols+" FROM agents WHERE organization_id = ? AND agent_id = ?", orgID, agentID))
@@ -329,21 +333,83 @@ func (s *Store) UpdateCredential(ctx context.Context, orgID, agentID, credential
 		if err != nil {
 			return err
 		}
-		evs, err := mutate(a, &c)
+		ch, err := mutate(a, &c)
 		if err != nil {
 			return err
 		}
 		out = c
-		if len(evs) == 0 {
+		if len(ch.Events) == 0 {
 			return nil
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE credentials SET status = ?, secret_digest = ?, revoked_at = ? WHERE credential_id = ?",
-			c.Status, c.Digest, nullTime(c.RevokedAt), c.CredentialID); err != nil {
+		if _, err := tx.ExecContext(ctx, "UPDATE credentials SET status = ?, secret_digest = ?, expires_at = ?, revoked_at = ? WHERE credential_id = ?",
+			c.Status, c.Digest, nullTime(c.ExpiresAt), nullTime(c.RevokedAt), c.CredentialID); err != nil {
 			return fmt.Errorf("update credential: %w", err)
+		}
+		if n := ch.Insert; n != nil {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO credentials (credential_id, agent_id, organization_id, secret_digest, status, created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+				n.CredentialID, agentID, orgID, n.Digest, n.Status, n.CreatedAt.UTC(), nullTime(n.ExpiresAt), nullTime(n.RevokedAt)); err != nil {
+				return fmt.Errorf("insert credential: %w", err)
+			}
+		}
+		if err := addRevocations(ctx, tx, ch.Revocations); err != nil {
+			return err
+		}
+		return addEvents(ctx, tx, ch.Events)
+	})
+	return out, err
+}
+
+// addRevocations upserts revocation rows; a watermark only moves forward.
+func addRevocations(ctx context.Context, q lib.Querier, revs []domain.Revocation) error {
+	for _, r := range revs {
+		if _, err := q.ExecContext(ctx, `INSERT INTO revocations (kind, key, not_before, expires_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (kind, key) DO UPDATE SET not_before = excluded.not_before, expires_at = excluded.expires_at
+			WHERE revocations.not_before < excluded.not_before`,
+			string(r.Kind), r.Key, r.NotBefore, r.ExpiresAt.UTC()); err != nil {
+			return fmt.Errorf("record revocation %s.%s: %w", r.Kind, r.Key, err)
+		}
+	}
+	return nil
+}
+
+// AddRevocations implements domain.Store.
+func (s *Store) AddRevocations(ctx context.Context, revs []domain.Revocation, evs []events.Envelope) error {
+	return s.db.InTx(ctx, func(tx *lib.Tx) error {
+		if err := addRevocations(ctx, tx, revs); err != nil {
+			return err
 		}
 		return addEvents(ctx, tx, evs)
 	})
-	return out, err
+}
+
+// ListRevocations implements domain.Store.
+func (s *Store) ListRevocations(ctx context.Context, now time.Time) ([]domain.Revocation, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT kind, key, not_before, expires_at FROM revocations WHERE expires_at > ? ORDER BY kind, key", now.UTC())
+	if err != nil {
+		return nil, fmt.Errorf("list revocations: %w", err)
+	}
+	defer rows.Close()
+	var out []domain.Revocation
+	for rows.Next() {
+		var r domain.Revocation
+		var kind string
+		if err := rows.Scan(&kind, &r.Key, &r.NotBefore, &r.ExpiresAt); err != nil {
+			return nil, fmt.Errorf("list revocations: %w", err)
+		}
+		r.Kind = revocation.Kind(kind)
+		r.ExpiresAt = r.ExpiresAt.UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// PruneRevocations implements domain.Store.
+func (s *Store) PruneRevocations(ctx context.Context, now time.Time) (int64, error) {
+	res, err := s.db.ExecContext(ctx, "DELETE FROM revocations WHERE expires_at <= ?", now.UTC())
+	if err != nil {
+		return 0, fmt.Errorf("prune revocations: %w", err)
+	}
+	return res.RowsAffected()
 }
 
 // LoadClient implements domain.Store.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 	"github.com/google/uuid"
 )
@@ -22,6 +23,7 @@ func Run(t *testing.T, newStore func(t *testing.T) domain.Store) {
 	t.Run("ListAgents", func(t *testing.T) { testList(t, newStore(t)) })
 	t.Run("Credentials", func(t *testing.T) { testCredentials(t, newStore(t)) })
 	t.Run("SigningKeys", func(t *testing.T) { testSigningKeys(t, newStore(t)) })
+	t.Run("Revocations", func(t *testing.T) { testRevocations(t, newStore(t)) })
 }
 
 var base = time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
@@ -222,19 +224,114 @@ func testCredentials(t *testing.T, s domain.Store) {
 	}
 	revokedAt := base.Add(time.Minute)
 	e, _ := events.New(events.CredentialRevoked, "test", "org", a.AgentID, events.CredentialData{})
-	got, err := s.UpdateCredential(ctx, "org", a.AgentID, c2.CredentialID, func(_ domain.Agent, c *domain.Credential) ([]events.Envelope, error) {
+	wm := domain.Revocation{Kind: revocation.KindCredential, Key: c2.CredentialID, NotBefore: revokedAt.UnixMilli(), ExpiresAt: revokedAt.Add(time.Hour)}
+	got, err := s.UpdateCredential(ctx, "org", a.AgentID, c2.CredentialID, func(_ domain.Agent, c *domain.Credential) (domain.CredentialChange, error) {
 		c.Status, c.RevokedAt = domain.CredentialRevoked, &revokedAt
-		return []events.Envelope{e}, nil
+		return domain.CredentialChange{Events: []events.Envelope{e}, Revocations: []domain.Revocation{wm}}, nil
 	})
 	if err != nil || got.Status != domain.CredentialRevoked {
 		t.Fatalf("UpdateCredential(revoke) = %+v, %v", got, err)
 	}
-	if _, err := s.UpdateCredential(ctx, "org", a.AgentID, uuid.NewString(), func(domain.Agent, *domain.Credential) ([]events.Envelope, error) { return nil, nil }); !errors.Is(err, domain.ErrCredentialNotFound) {
+	if revs, err := s.ListRevocations(ctx, revokedAt); err != nil || len(revs) != 1 || revs[0] != wm {
+		t.Errorf("ListRevocations() after revoke = %+v, %v; want [%+v] (same transaction)", revs, err, wm)
+	}
+	if _, err := s.UpdateCredential(ctx, "org", a.AgentID, uuid.NewString(), func(domain.Agent, *domain.Credential) (domain.CredentialChange, error) {
+		return domain.CredentialChange{}, nil
+	}); !errors.Is(err, domain.ErrCredentialNotFound) {
 		t.Errorf("UpdateCredential(unknown) = %v; want ErrCredentialNotFound", err)
 	}
+	// A failing mutation writes no revocation.
+	boom := errors.New("boom")
+	if _, err := s.UpdateCredential(ctx, "org", a.AgentID, c1.CredentialID, func(domain.Agent, *domain.Credential) (domain.CredentialChange, error) {
+		return domain.CredentialChange{Revocations: []domain.Revocation{{Kind: revocation.KindCredential, Key: c1.CredentialID, NotBefore: 1, ExpiresAt: exp}}}, boom
+	}); !errors.Is(err, boom) {
+		t.Errorf("UpdateCredential(failing) = %v; want boom", err)
+	}
+	// Rotation with a grace period: the old credential gets an expiry and
+	// a new one is inserted in the same transaction.
+	grace := base.Add(2 * time.Minute)
+	c3 := domain.Credential{CredentialID: uuid.NewString(), ClientID: a.AgentID, Status: "active", CreatedAt: base.Add(time.Minute), Digest: []byte("d3")}
+	if _, err := s.UpdateCredential(ctx, "org", a.AgentID, c1.CredentialID, func(_ domain.Agent, c *domain.Credential) (domain.CredentialChange, error) {
+		c.ExpiresAt = &grace
+		e2, _ := events.New(events.CredentialRotated, "test", "org", a.AgentID, events.CredentialData{})
+		return domain.CredentialChange{Events: []events.Envelope{e2}, Insert: &c3}, nil
+	}); err != nil {
+		t.Fatalf("UpdateCredential(rotate with grace) = %v", err)
+	}
 	rec, err := s.LoadClient(ctx, a.AgentID)
-	if err != nil || len(rec.Credentials) != 1 || rec.Credentials[0].ID != c1.CredentialID || string(rec.Credentials[0].Digest) != "d1" {
-		t.Errorf("LoadClient() = %+v, %v; want only %s", rec, err, c1.CredentialID)
+	if err != nil || len(rec.Credentials) != 2 {
+		t.Fatalf("LoadClient() = %+v, %v; want c1 and c3", rec, err)
+	}
+	for _, c := range rec.Credentials {
+		switch c.ID {
+		case c1.CredentialID:
+			if c.ExpiresAt == nil || !c.ExpiresAt.Equal(grace) || string(c.Digest) != "d1" {
+				t.Errorf("LoadClient() old credential = %+v; want digest d1 expiring at %v", c, grace)
+			}
+		case c3.CredentialID:
+			if c.ExpiresAt != nil || string(c.Digest) != "d3" {
+				t.Errorf("LoadClient() new credential = %+v; want digest d3, no expiry", c)
+			}
+		default:
+			t.Errorf("LoadClient() has credential %s; want only %s and %s", c.ID, c1.CredentialID, c3.CredentialID)
+		}
+	}
+}
+
+func testRevocations(t *testing.T, s domain.Store) {
+	ctx := context.Background()
+	a := agent("org", "r@x.io", base)
+	mustCreate(t, s, a)
+	exp1, exp2 := base.Add(time.Hour), base.Add(2*time.Hour)
+	jti := domain.Revocation{Kind: revocation.KindJTI, Key: "j1", NotBefore: base.UnixMilli(), ExpiresAt: exp1}
+	wm := domain.Revocation{Kind: revocation.KindAgent, Key: a.AgentID, NotBefore: base.UnixMilli(), ExpiresAt: exp2}
+	e, _ := events.New(events.TokenRevoked, "test", "org", a.AgentID, map[string]string{"jti": "j1"})
+	if err := s.AddRevocations(ctx, []domain.Revocation{jti, wm}, []events.Envelope{e}); err != nil {
+		t.Fatalf("AddRevocations() = %v", err)
+	}
+	// An older watermark does not move it back; a newer one moves it forward.
+	older := wm
+	older.NotBefore -= 1000
+	if err := s.AddRevocations(ctx, []domain.Revocation{older}, nil); err != nil {
+		t.Fatalf("AddRevocations(older) = %v", err)
+	}
+	list := func(at time.Time) []domain.Revocation {
+		t.Helper()
+		revs, err := s.ListRevocations(ctx, at)
+		if err != nil {
+			t.Fatalf("ListRevocations() = %v", err)
+		}
+		return revs
+	}
+	if got := list(base); len(got) != 2 || !slices.Contains(got, wm) || !slices.Contains(got, jti) {
+		t.Errorf("ListRevocations() = %+v; want %+v and %+v", got, jti, wm)
+	}
+	// Suspension through UpdateAgent records the watermark with the change.
+	newer := wm
+	newer.NotBefore += 5000
+	newer.ExpiresAt = exp2.Add(time.Second)
+	if _, _, err := s.UpdateAgent(ctx, "org", a.AgentID, func(x *domain.Agent) (domain.AgentChange, error) {
+		x.Status = domain.StatusSuspended
+		return domain.AgentChange{MaxAgents: -1, Revocations: []domain.Revocation{newer}}, nil
+	}); err != nil {
+		t.Fatalf("UpdateAgent(suspend) = %v", err)
+	}
+	if got := list(base); !slices.Contains(got, newer) {
+		t.Errorf("ListRevocations() after suspension = %+v; want %+v", got, newer)
+	}
+	// jti expiry: after its expires_at the row is neither listed nor kept.
+	if got := list(exp1); len(got) != 1 || got[0] != newer {
+		t.Errorf("ListRevocations(at jti expiry) = %+v; want only %+v", got, newer)
+	}
+	n, err := s.PruneRevocations(ctx, exp1)
+	if err != nil || n != 1 {
+		t.Errorf("PruneRevocations(exp1) = %d, %v; want 1", n, err)
+	}
+	if n, err := s.PruneRevocations(ctx, exp2.Add(time.Hour)); err != nil || n != 1 {
+		t.Errorf("PruneRevocations(later) = %d, %v; want 1", n, err)
+	}
+	if got := list(base); len(got) != 0 {
+		t.Errorf("ListRevocations() after pruning = %+v; want none", got)
 	}
 }
 

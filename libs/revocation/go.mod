@@ -1,0 +1,3 @@
+module github.com/agentidp/agentidp/libs/revocation
+
+go 1.26

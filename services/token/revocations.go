@@ -1,0 +1,192 @@
+package token
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/natsbus"
+	"github.com/agentidp/agentidp/libs/revocation"
+	"github.com/agentidp/agentidp/services/token/internal/domain"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ReconcileInterval is how often the revocation mirror in NATS KV is
+// reconciled with the database (heals a crash between commit and put).
+const ReconcileInterval = time.Minute
+
+// revocationMirror mirrors committed revocations into the NATS KV bucket
+// revocation.Bucket and keeps the service's revocation set current from
+// it (other replicas' revocations).
+type revocationMirror struct {
+	svc    *domain.Service
+	logger *slog.Logger
+
+	mu sync.Mutex
+	kv jetstream.KeyValue
+	// seen is what the KV watch has delivered: key → not before. The
+	// reconciliation re-puts rows the bucket does not have (yet).
+	seen map[string]int64
+}
+
+func newRevocationMirror(svc *domain.Service, logger *slog.Logger) *revocationMirror {
+	return &revocationMirror{svc: svc, logger: logger, seen: map[string]int64{}}
+}
+
+// bucketTTL is the KV bucket's MaxAge: an entry must outlive every token it
+// covers (the longest token lifetime plus the margin).
+func bucketTTL(svc *domain.Service) time.Duration { return svc.MaxRevocationAge() }
+
+// EnsureRevocationsBucket creates or updates the revocations bucket with the
+// TTL the token lifetime needs.
+func EnsureRevocationsBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
+	if replicas <= 0 {
+		replicas = 1
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: revocation.Bucket, History: 1, TTL: ttl, Replicas: replicas, Storage: jetstream.FileStorage,
+		Description: "AgentIdP token revocations: <kind>.<key> -> not-before unix ms",
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure kv %s: %w", revocation.Bucket, err)
+	}
+	return kv, nil
+}
+
+// Put is the domain's Mirror: it writes committed revocations to the
+// bucket. Failures are logged; the next reconciliation repairs them.
+func (m *revocationMirror) Put(ctx context.Context, revs []domain.Revocation) {
+	m.mu.Lock()
+	kv := m.kv
+	m.mu.Unlock()
+	if kv == nil {
+		return // not running yet: the start-up reconciliation puts them
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, r := range revs {
+		m.put(ctx, kv, r)
+	}
+}
+
+func (m *revocationMirror) put(ctx context.Context, kv jetstream.KeyValue, r domain.Revocation) {
+	if !revocation.ValidKeyPart(r.Key) {
+		m.logger.Warn("revocation key cannot be mirrored", "kind", r.Kind)
+		return
+	}
+	if _, err := kv.Put(ctx, revocation.Key(r.Kind, r.Key), revocation.FormatValue(r.NotBefore)); err != nil {
+		m.logger.Warn("mirror revocation to nats kv (reconciliation will retry)", "kind", r.Kind, "err", err)
+	}
+}
+
+// apply is the KV watch callback.
+func (m *revocationMirror) apply(key string, value []byte) {
+	if !m.svc.Revocations().Apply(key, value) {
+		m.logger.Warn("ignore malformed revocation entry", "key", key)
+		return
+	}
+	m.mu.Lock()
+	if value == nil {
+		delete(m.seen, key)
+	} else if v, ok := revocation.ParseValue(value); ok && v > m.seen[key] {
+		m.seen[key] = v
+	}
+	m.mu.Unlock()
+}
+
+// reconcile loads the database's revocations into the set and puts every
+// row the bucket lacks or has older.
+func (m *revocationMirror) reconcile(ctx context.Context) error {
+	rows, err := m.svc.LoadRevocations(ctx)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	kv := m.kv
+	var missing []domain.Revocation
+	for _, r := range rows {
+		if m.seen[revocation.Key(r.Kind, r.Key)] < r.NotBefore {
+			missing = append(missing, r)
+		}
+	}
+	m.mu.Unlock()
+	if kv != nil && len(missing) > 0 {
+		m.logger.Info("reconciling revocations into nats kv", "entries", len(missing))
+		for _, r := range missing {
+			m.put(ctx, kv, r)
+		}
+	}
+	return nil
+}
+
+// run opens and watches the bucket, reconciles at start (retrying until the
+// database answers) and every ReconcileInterval, until ctx ends. ready is
+// closed once the set holds the complete state.
+func (m *revocationMirror) run(ctx context.Context, js jetstream.JetStream, replicas int, ready chan<- struct{}) error {
+	kv, err := EnsureRevocationsBucket(ctx, js, bucketTTL(m.svc), replicas)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.kv = kv
+	m.mu.Unlock()
+	watched, err := natsbus.WatchKV(ctx, kv, m.logger, m.apply)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-watched:
+	case <-ctx.Done():
+		return nil
+	}
+	for {
+		err := m.reconcile(ctx)
+		if err == nil {
+			break
+		}
+		m.logger.Error("load revocations (introspection answers 503 until loaded)", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+	close(ready)
+	t := time.NewTicker(ReconcileInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := m.reconcile(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				m.logger.Warn("reconcile revocations", "err", err)
+			}
+		}
+	}
+}
+
+// orgDeleted writes the watermark of an organisation the read model shows
+// deleted. It runs off the watch goroutine (a database write).
+func (s *Service) orgDeleted(ctx context.Context) func(events.OrgData) {
+	return func(d events.OrgData) {
+		go func() {
+			for attempt := 0; attempt < 5; attempt++ {
+				err := s.svc.RevokeOrg(ctx, d.OrganizationID, d.UpdatedAt)
+				if err == nil || ctx.Err() != nil {
+					return
+				}
+				s.d.Logger.Error("revoke tokens of deleted organisation", "org", d.OrganizationID, "err", err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Duration(attempt+1) * time.Second):
+				}
+			}
+		}()
+	}
+}
