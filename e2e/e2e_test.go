@@ -86,7 +86,7 @@ func TestProductionWiring(t *testing.T) {
 	envFor := map[string][]string{
 		"token":     append([]string{"DATABASE_URL=" + pgURL, "DATABASE_SCHEMA=" + prefix + "token", "REDIS_URL=" + redisURL}, tokenSecrets...),
 		"tier":      {"DATABASE_URL=" + pgURL, "DATABASE_SCHEMA=" + prefix + "tier", "REDIS_URL=" + redisURL},
-		"analytics": {"DATABASE_URL=" + pgURL, "DATABASE_SCHEMA=" + prefix + "analytics"},
+		"analytics": {"DATABASE_URL=" + pgURL, "DATABASE_SCHEMA=" + prefix + "analytics", "REDIS_URL=" + redisURL, "ANALYTICS_CHECKPOINT_KEY=" + hexKey("checkpoint-key")},
 		"gateway": {"REDIS_URL=" + redisURL, "GATEWAY_ISSUER=" + issuer,
 			"TOKEN_SERVICE_URL=http://" + services["token"].httpAddr,
 			"TIER_SERVICE_URL=http://" + services["tier"].httpAddr,

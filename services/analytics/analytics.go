@@ -14,18 +14,25 @@ package analytics
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/config"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/svcrun"
+	"github.com/agentidp/agentidp/services/analytics/internal/audit"
+	"github.com/agentidp/agentidp/services/analytics/internal/compliance"
 	"github.com/agentidp/agentidp/services/analytics/internal/counting"
 	"github.com/agentidp/agentidp/services/analytics/internal/httpapi"
 	astore "github.com/agentidp/agentidp/services/analytics/internal/sqlstore"
@@ -60,11 +67,62 @@ type Config struct {
 	// ProcessedRetention is how long processed ids are remembered; it must
 	// exceed the stream's retention (7 days). Default 8 days.
 	ProcessedRetention time.Duration
+	// AuditRetention is how long audit records are kept for organisations
+	// on the free tier or of unknown tier (ANALYTICS_AUDIT_RETENTION,
+	// default 90d; 0 = unlimited). Pro keeps 365 days, enterprise forever.
+	AuditRetention time.Duration
+	// RetentionInterval is how often retention runs
+	// (ANALYTICS_RETENTION_INTERVAL, default 1h).
+	RetentionInterval time.Duration
+	// VerifyInterval is how often every chain is verified for the
+	// agentidp_audit_chain_integrity gauge (ANALYTICS_VERIFY_INTERVAL,
+	// default 1h).
+	VerifyInterval time.Duration
+	// CheckpointKey signs retention checkpoints (ANALYTICS_CHECKPOINT_KEY,
+	// 32+ bytes hex or base64). Required unless Deps.Embedded, where a
+	// fixed development key is used.
+	CheckpointKey []byte
+	// IdentityProvider is the identityProvider of agent cards
+	// (ANALYTICS_IDENTITY_PROVIDER, default "agentidp").
+	IdentityProvider string
 }
 
-// DefaultConfig returns the defaults.
+// DevCheckpointKey is the checkpoint key of the embedded dev mode only.
+var DevCheckpointKey = []byte("agentidp-dev-audit-checkpoint-key!")
+
+// Tier retention of audit records; other tiers use Config.AuditRetention.
+var tierRetention = map[string]time.Duration{
+	"pro":        365 * 24 * time.Hour,
+	"enterprise": 0,
+}
+
+// parseRetention reads "90d", a Go duration ("2160h") or "0"/"unlimited".
+func parseRetention(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if v == "0" || v == "unlimited" {
+		return 0, nil
+	}
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil || n < 1 || n > 36500 {
+			return 0, fmt.Errorf("days must be from 1 to 36500")
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Hour {
+		return 0, fmt.Errorf("must be like 90d, 2160h, or 0 for unlimited (at least 1h)")
+	}
+	return d, nil
+}
+
+// DefaultConfig returns the development defaults (including the dev
+// checkpoint key; ConfigFromEnv never uses it, so production requires
+// ANALYTICS_CHECKPOINT_KEY).
 func DefaultConfig() Config {
-	return Config{BatchSize: 256, AckWait: 30 * time.Second, MaxDeliver: 10, PruneInterval: time.Hour, ProcessedRetention: 8 * 24 * time.Hour}
+	return Config{BatchSize: 256, AckWait: 30 * time.Second, MaxDeliver: 10, PruneInterval: time.Hour, ProcessedRetention: 8 * 24 * time.Hour,
+		AuditRetention: 90 * 24 * time.Hour, RetentionInterval: time.Hour, VerifyInterval: time.Hour, IdentityProvider: "agentidp",
+		CheckpointKey: DevCheckpointKey}
 }
 
 // ConfigFromEnv reads the configuration; problems are recorded in env.
@@ -76,6 +134,24 @@ func ConfigFromEnv(env *config.Env) Config {
 		MaxDeliver:         env.Int("ANALYTICS_MAX_DELIVER", d.MaxDeliver),
 		PruneInterval:      env.Duration("ANALYTICS_PRUNE_INTERVAL", d.PruneInterval),
 		ProcessedRetention: d.ProcessedRetention,
+		AuditRetention:     d.AuditRetention,
+		RetentionInterval:  env.Duration("ANALYTICS_RETENTION_INTERVAL", d.RetentionInterval),
+		VerifyInterval:     env.Duration("ANALYTICS_VERIFY_INTERVAL", d.VerifyInterval),
+		CheckpointKey:      env.Key("ANALYTICS_CHECKPOINT_KEY", 32, false),
+		IdentityProvider:   env.String("ANALYTICS_IDENTITY_PROVIDER", d.IdentityProvider),
+	}
+	if v := env.String("ANALYTICS_AUDIT_RETENTION", ""); v != "" {
+		r, err := parseRetention(v)
+		if err != nil {
+			env.Fail("ANALYTICS_AUDIT_RETENTION: %v", err)
+		}
+		cfg.AuditRetention = r
+	}
+	if cfg.RetentionInterval < time.Minute {
+		env.Fail("ANALYTICS_RETENTION_INTERVAL: must be at least 1m")
+	}
+	if cfg.VerifyInterval < time.Minute {
+		env.Fail("ANALYTICS_VERIFY_INTERVAL: must be at least 1m")
 	}
 	if cfg.BatchSize < 1 || cfg.BatchSize > 10000 {
 		env.Fail("ANALYTICS_BATCH_SIZE: must be from 1 to 10000")
@@ -94,10 +170,15 @@ func ConfigFromEnv(env *config.Env) Config {
 
 // Env documents the service's own variables.
 var Env = map[string]string{
-	"ANALYTICS_BATCH_SIZE":     "events counted per transaction (default 256)",
-	"ANALYTICS_ACK_WAIT":       "redelivery delay of unacknowledged events (default 30s)",
-	"ANALYTICS_MAX_DELIVER":    "delivery attempts before the dead letter (default 10)",
-	"ANALYTICS_PRUNE_INTERVAL": "how often processed event ids older than 8 days are deleted (default 1h)",
+	"ANALYTICS_BATCH_SIZE":         "events counted per transaction (default 256)",
+	"ANALYTICS_ACK_WAIT":           "redelivery delay of unacknowledged events (default 30s)",
+	"ANALYTICS_MAX_DELIVER":        "delivery attempts before the dead letter (default 10)",
+	"ANALYTICS_PRUNE_INTERVAL":     "how often processed event ids older than 8 days are deleted (default 1h)",
+	"ANALYTICS_AUDIT_RETENTION":    "audit retention of free-tier (and unknown-tier) organisations: 90d, 2160h or 0 = unlimited (default 90d; pro 365d, enterprise unlimited)",
+	"ANALYTICS_RETENTION_INTERVAL": "how often audit retention runs (default 1h)",
+	"ANALYTICS_VERIFY_INTERVAL":    "how often every audit chain is verified for agentidp_audit_chain_integrity (default 1h)",
+	"ANALYTICS_CHECKPOINT_KEY":     "key (32+ bytes, hex or base64) signing audit retention checkpoints; required outside agentidp dev",
+	"ANALYTICS_IDENTITY_PROVIDER":  "identityProvider of compliance agent cards (default agentidp)",
 }
 
 // Spec describes the analytics binary for svcrun.
@@ -107,6 +188,7 @@ func Spec() svcrun.Spec {
 		DefaultHTTPAddr: ":8084",
 		DefaultInternal: ":9084",
 		NeedsDB:         true,
+		NeedsCache:      true,
 		Migrations:      Migrations,
 		Env:             Env,
 		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
@@ -120,12 +202,22 @@ func Spec() svcrun.Spec {
 
 // Service is the running analytics service.
 type Service struct {
-	cfg     Config
-	domain  *counting.Service
-	js      jetstream.JetStream
-	handler http.Handler
-	logger  *slog.Logger
-	reg     prometheus.Registerer
+	cfg        Config
+	domain     *counting.Service
+	audit      *audit.Service
+	compliance *compliance.Service
+	js         jetstream.JetStream
+	handler    http.Handler
+	logger     *slog.Logger
+	reg        prometheus.Registerer
+	integrity  prometheus.Gauge
+
+	// Result of the last background verification: 0 none yet, 1 valid,
+	// 2 broken.
+	verified atomic.Int32
+
+	tiersMu sync.RWMutex
+	tiers   map[string]string // organisation → plan tier, from OrgsBucket
 
 	// natsbus.Consume registers its metrics each time it starts; only the
 	// first Run passes the registry, so a restarted Run does not panic on
@@ -135,8 +227,9 @@ type Service struct {
 
 var _ svcrun.Service = (*Service)(nil)
 
-// New builds the service (DB, JS and Codec are required) and applies the
-// migrations idempotently, so the all-in-one binary can call it directly.
+// New builds the service (DB, JS and Codec are required; Cache is optional
+// and replaced by an in-process cache) and applies the migrations
+// idempotently, so the all-in-one binary can call it directly.
 func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if d == nil || d.DB == nil || d.JS == nil || d.Codec == nil {
 		return nil, errors.New("analytics: DB, JS and Codec are required")
@@ -151,6 +244,24 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if cfg.ProcessedRetention <= 7*24*time.Hour {
 		cfg.ProcessedRetention = def.ProcessedRetention
 	}
+	if cfg.RetentionInterval <= 0 {
+		cfg.RetentionInterval = def.RetentionInterval
+	}
+	if cfg.VerifyInterval <= 0 {
+		cfg.VerifyInterval = def.VerifyInterval
+	}
+	if cfg.IdentityProvider == "" {
+		cfg.IdentityProvider = def.IdentityProvider
+	}
+	if len(cfg.CheckpointKey) == 0 {
+		if !d.Embedded {
+			return nil, errors.New("analytics: ANALYTICS_CHECKPOINT_KEY is required (32+ bytes)")
+		}
+		cfg.CheckpointKey = DevCheckpointKey
+	}
+	if len(cfg.CheckpointKey) < 32 {
+		return nil, errors.New("analytics: the checkpoint key must be at least 32 bytes")
+	}
 	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -162,15 +273,41 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if err := d.DB.Migrate(ctx, Migrations); err != nil {
 		return nil, fmt.Errorf("analytics: migrate: %w", err)
 	}
-	domain := counting.NewService(astore.New(d.DB), logger)
-	return &Service{
-		cfg:     cfg,
-		domain:  domain,
-		js:      d.JS,
-		handler: httpapi.NewHandler(domain, d.Codec, logger, httpx.NewMetrics(reg, Name)),
-		logger:  logger,
-		reg:     reg,
-	}, nil
+	var c compliance.Cache = d.Cache
+	if d.Cache == nil {
+		c = cache.NewMemory(cache.MemoryOptions{SweepInterval: -1})
+	}
+	store := astore.New(d.DB)
+	domain := counting.NewService(store, logger)
+	auditSvc := audit.NewService(store, cfg.CheckpointKey, logger)
+	comp := compliance.NewService(store, domain, auditSvc, c, cfg.IdentityProvider, logger)
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "agentidp_audit_chain_integrity",
+		Help: "1 when every audit chain verified at the last hourly run, 0 when one is broken.",
+	})
+	if err := reg.Register(gauge); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return nil, fmt.Errorf("analytics: register gauge: %w", err)
+		}
+		if g, ok := are.ExistingCollector.(prometheus.Gauge); ok {
+			gauge = g
+		}
+	}
+	s := &Service{
+		cfg:        cfg,
+		domain:     domain,
+		audit:      auditSvc,
+		compliance: comp,
+		js:         d.JS,
+		logger:     logger,
+		reg:        reg,
+		integrity:  gauge,
+		tiers:      map[string]string{},
+	}
+	s.handler = httpapi.NewHandler(httpapi.Services{Counting: domain, Audit: auditSvc, Compliance: comp, Integrity: s.Integrity},
+		d.Codec, logger, httpx.NewMetrics(reg, Name))
+	return s, nil
 }
 
 // Handler serves the public API.
@@ -179,15 +316,30 @@ func (s *Service) Handler() http.Handler { return s.handler }
 // Checks has no checks beyond the dependencies svcrun checks.
 func (s *Service) Checks() map[string]httpx.Check { return map[string]httpx.Check{} }
 
-// Run consumes every event (durable consumer "analytics") and prunes old
-// processed ids until ctx ends.
+// Integrity returns the result of the last background verification of
+// every chain and whether one has completed.
+func (s *Service) Integrity() (ok, known bool) {
+	switch s.verified.Load() {
+	case 1:
+		return true, true
+	case 2:
+		return false, true
+	}
+	return false, false
+}
+
+// Run consumes every event (durable consumer "analytics"), prunes old
+// processed ids, verifies every audit chain and applies audit retention
+// until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.pruneLoop(ctx)
-	}()
+	for _, loop := range []func(context.Context){s.pruneLoop, s.verifyLoop, s.retentionLoop, s.watchTiers} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
 	var reg prometheus.Registerer
 	s.regOnce.Do(func() { reg = s.reg })
 	err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
@@ -211,19 +363,135 @@ func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {
 	return s.domain.Count(ctx, envs)
 }
 
-func (s *Service) pruneLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.PruneInterval)
+// every runs fn now and then every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
+		fn()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) pruneLoop(ctx context.Context) {
+	every(ctx, s.cfg.PruneInterval, func() {
 		if n, err := s.domain.Prune(ctx, s.cfg.ProcessedRetention); err != nil && ctx.Err() == nil {
 			s.logger.Warn("prune processed events", "err", err)
 		} else if n > 0 {
 			s.logger.Info("pruned processed events", "count", n)
 		}
+	})
+}
+
+// VerifyAll verifies every organisation's chain and sets the integrity
+// gauge: 1 when all are valid, 0 otherwise.
+func (s *Service) VerifyAll(ctx context.Context) error {
+	orgs, err := s.audit.Orgs(ctx)
+	if err != nil {
+		return err
+	}
+	ok := true
+	for _, org := range orgs {
+		v, err := s.audit.Verify(ctx, org)
+		if err != nil {
+			return err
+		}
+		if !v.Valid {
+			ok = false
+			s.logger.Error("audit chain broken", "organization_id", org, "seq", v.BrokenAt.Seq, "reason", v.BrokenAt.Reason)
+		}
+	}
+	if ok {
+		s.integrity.Set(1)
+		s.verified.Store(1)
+	} else {
+		s.integrity.Set(0)
+		s.verified.Store(2)
+	}
+	return nil
+}
+
+func (s *Service) verifyLoop(ctx context.Context) {
+	every(ctx, s.cfg.VerifyInterval, func() {
+		if err := s.VerifyAll(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("verify audit chains", "err", err)
+		}
+	})
+}
+
+// retentionFor is the audit retention of org by its plan tier.
+func (s *Service) retentionFor(org string) time.Duration {
+	s.tiersMu.RLock()
+	tier := s.tiers[org]
+	s.tiersMu.RUnlock()
+	if r, ok := tierRetention[tier]; ok {
+		return r
+	}
+	return s.cfg.AuditRetention
+}
+
+// ApplyRetention trims every chain to its organisation's retention behind
+// a signed checkpoint.
+func (s *Service) ApplyRetention(ctx context.Context) error {
+	orgs, err := s.audit.Orgs(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, org := range orgs {
+		n, err := s.audit.Retain(ctx, org, s.retentionFor(org))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if n > 0 {
+			s.logger.Info("audit retention", "organization_id", org, "deleted", n)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Service) retentionLoop(ctx context.Context) {
+	every(ctx, s.cfg.RetentionInterval, func() {
+		if err := s.ApplyRetention(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("audit retention", "err", err)
+		}
+	})
+}
+
+// watchTiers follows the organisations read model (written by the tier
+// service) for the plan tiers that set retention. Until the bucket exists
+// every organisation gets Config.AuditRetention.
+func (s *Service) watchTiers(ctx context.Context) {
+	for {
+		kv, err := s.js.KeyValue(ctx, events.OrgsBucket)
+		if err == nil {
+			_, err = natsbus.WatchKV(ctx, kv, s.logger, func(key string, value []byte) {
+				var o events.OrgData
+				s.tiersMu.Lock()
+				defer s.tiersMu.Unlock()
+				if value == nil || json.Unmarshal(value, &o) != nil {
+					delete(s.tiers, key)
+					return
+				}
+				s.tiers[key] = o.PlanTier
+			})
+			if err == nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.logger.Debug("organisations bucket not available yet", "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(time.Minute):
 		}
 	}
 }

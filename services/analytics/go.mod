@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/agentidp/agentidp/libs/authn v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/cache v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/config v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/events v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000
@@ -19,7 +20,6 @@ require (
 )
 
 require (
-	github.com/agentidp/agentidp/libs/cache v0.0.0-00010101000000-000000000000 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -70,4 +70,19 @@ replace (
 	github.com/agentidp/agentidp/libs/sqlstore => ../../libs/sqlstore
 	github.com/agentidp/agentidp/libs/svcrun => ../../libs/svcrun
 	github.com/agentidp/agentidp/libs/testkit => ../../libs/testkit
+)
+
+replace (
+	github.com/agentidp/agentidp/libs/jose => ../../libs/jose
+	github.com/agentidp/agentidp/libs/revocation => ../../libs/revocation
+	github.com/agentidp/agentidp/libs/safehttp => ../../libs/safehttp
+	github.com/agentidp/agentidp/libs/secrets => ../../libs/secrets
+	github.com/agentidp/agentidp/policies => ../../policies
+	github.com/agentidp/agentidp/services/billing => ../billing
+	github.com/agentidp/agentidp/services/did => ../did
+	github.com/agentidp/agentidp/services/federation => ../federation
+	github.com/agentidp/agentidp/services/gateway => ../gateway
+	github.com/agentidp/agentidp/services/tier => ../tier
+	github.com/agentidp/agentidp/services/token => ../token
+	github.com/agentidp/agentidp/services/webhook => ../webhook
 )

@@ -6,6 +6,8 @@ import (
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/services/analytics/internal/audit"
+	"github.com/agentidp/agentidp/services/analytics/internal/compliance"
 	"github.com/agentidp/agentidp/services/analytics/internal/counting"
 	"github.com/labstack/echo/v4"
 )
@@ -17,7 +19,10 @@ const (
 )
 
 type handlers struct {
-	svc *counting.Service
+	svc        *counting.Service
+	audit      *audit.Service
+	compliance *compliance.Service
+	integrity  func() (ok, known bool)
 }
 
 type dayCount struct {

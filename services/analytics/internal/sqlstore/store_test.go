@@ -13,7 +13,7 @@ import (
 	"github.com/agentidp/agentidp/services/analytics/migrations"
 )
 
-func open(t *testing.T, cfg sqlstore.Config) counting.Store {
+func open(t *testing.T, cfg sqlstore.Config) (*astore.Store, storetest.Exec) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlstore.Open(ctx, cfg)
@@ -24,20 +24,42 @@ func open(t *testing.T, cfg sqlstore.Config) counting.Store {
 	if err := db.Migrate(ctx, migrations.FS); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
-	return astore.New(db)
+	exec := func(t *testing.T, q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, q, args...); err != nil {
+			t.Fatalf("exec %q: %v", q, err)
+		}
+	}
+	return astore.New(db), exec
+}
+
+func sqliteCfg(t *testing.T) sqlstore.Config {
+	return sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "analytics.db")}
+}
+
+func postgresCfg(t *testing.T) sqlstore.Config {
+	url, schema := testkit.PostgresSchema(t)
+	return sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 6}
 }
 
 func TestSQLite(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) counting.Store {
-		return open(t, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "analytics.db")})
+		s, _ := open(t, sqliteCfg(t))
+		return s
+	})
+	storetest.RunAudit(t, func(t *testing.T) (storetest.FullStore, storetest.Exec) {
+		return open(t, sqliteCfg(t))
 	})
 }
 
 func TestPostgres(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) counting.Store {
-		url, schema := testkit.PostgresSchema(t)
-		return open(t, sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 4})
+		s, _ := open(t, postgresCfg(t))
+		return s
+	})
+	storetest.RunAudit(t, func(t *testing.T) (storetest.FullStore, storetest.Exec) {
+		return open(t, postgresCfg(t))
 	})
 }
