@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -40,6 +41,11 @@ func InternalHandler(gatherer prometheus.Gatherer, checks map[string]Check) http
 		_ = json.NewEncoder(w).Encode(map[string]any{"status": status, "checks": results})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	// Profiles on the internal port only (never routed by the gateway),
+	// for diagnosing a live replica: go tool pprof http://<pod>:9090/debug/pprof/profile
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

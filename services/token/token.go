@@ -173,6 +173,9 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	usageDone := make(chan struct{})
+	go func() { defer close(usageDone); s.svc.RunUsageFlusher(ctx, 250*time.Millisecond) }()
+	defer func() { cancel(); <-usageDone }()
 	kv, err := natsbus.EnsureKV(ctx, s.d.JS, events.OrgsBucket, 0)
 	if err != nil {
 		return err

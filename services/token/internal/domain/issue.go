@@ -174,10 +174,7 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 	key := "usage:tokens:" + orgID + ":" + day.Format("20060102")
 	limit := s.orgs.Limits(orgID).MaxTokensPerDay
 	if limit < 0 {
-		if _, err := s.counters.IncrBy(ctx, key, 1, midnight); err != nil {
-			s.cacheErrors.Inc()
-			s.log.WarnContext(ctx, "count token usage", "org", orgID, "err", err)
-		}
+		s.usage.add(key, midnight)
 		return nil
 	}
 	_, allowed, err := s.counters.IncrUpTo(ctx, key, limit, midnight)

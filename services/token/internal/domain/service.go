@@ -77,6 +77,7 @@ type Service struct {
 	store    Store
 	keys     KeyStore
 	counters Counters
+	usage    *usageBatcher
 	orgs     *OrgModel
 	pub      Publisher
 	log      *slog.Logger
@@ -118,7 +119,7 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	if d.Orgs == nil {
 		d.Orgs = NewOrgModel(d.Logger)
 	}
-	s := &Service{cfg: cfg, store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
+	s := &Service{cfg: cfg, usage: newUsageBatcher(), store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
 		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror}
 	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err
