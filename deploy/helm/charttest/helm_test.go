@@ -30,8 +30,50 @@ const (
 	namespace = "agentidp"
 )
 
-// coreServices are the services every values file must define.
-var coreServices = []string{"analytics", "gateway", "tier", "token"}
+// coreServices are the services every values file must define (the schema
+// requires them); all of them are enabled by default.
+var coreServices = []string{"analytics", "billing", "did", "federation", "gateway", "tier", "token", "webhook"}
+
+// upstreamURLs are the gateway's env vars of the services added after the
+// first four (unset: the gateway answers 404 on their routes).
+var upstreamURLs = map[string]string{
+	"webhook":    "WEBHOOK_SERVICE_URL",
+	"did":        "DID_SERVICE_URL",
+	"federation": "FEDERATION_SERVICE_URL",
+	"billing":    "BILLING_SERVICE_URL",
+}
+
+// enabledServices lists the services values.yaml enables, sorted: the
+// per-service assertions run over this list, so a service added to the
+// chart is checked without editing the tests.
+func enabledServices(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(chartDir(t), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v struct {
+		Services map[string]struct {
+			Enabled bool `json:"enabled"`
+		} `json:"services"`
+	}
+	if err := yaml.Unmarshal(b, &v); err != nil {
+		t.Fatalf("values.yaml: %v", err)
+	}
+	var out []string
+	for name, s := range v.Services {
+		if s.Enabled {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	for _, c := range coreServices {
+		if !slices.Contains(out, c) {
+			t.Fatalf("values.yaml does not enable %s (enabled: %v)", c, out)
+		}
+	}
+	return out
+}
 
 // chartDir is the chart under test, relative to this package.
 func chartDir(t *testing.T) string {
@@ -294,15 +336,56 @@ func TestRenderDefaultValues(t *testing.T) {
 	}
 	m := decode(t, out)
 	appVersion := chartAppVersion(t)
+	svcs := enabledServices(t)
+	tags := map[string]string{}
+	for _, s := range svcs {
+		tags[s] = appVersion
+	}
 	checkRendering(t, m, expect{
-		services: coreServices,
-		hpa:      false,
-		pdb:      true,
-		tags: map[string]string{
-			"gateway": appVersion, "token": appVersion, "tier": appVersion, "analytics": appVersion,
-		},
+		services:   svcs,
+		hpa:        false,
+		pdb:        true,
+		tags:       tags,
 		gatewayAll: true,
 	})
+	gw := envOf(m.deployments["gateway"])
+	for svc, name := range upstreamURLs {
+		if want := fmt.Sprintf("http://%s-agentidp-%s:8080", release, svc); gw[name].Value != want {
+			t.Errorf("gateway %s = %q, want %q", name, gw[name].Value, want)
+		}
+	}
+	// Defaults wired from values.yaml.
+	for svc, want := range map[string]map[string]string{
+		"token":      {"TOKEN_KEY_ROTATION_INTERVAL": "720h", "TOKEN_KEY_PUBLISH_LEAD": "1h", "TOKEN_ROTATION_GRACE": "0s"},
+		"tier":       {"TIER_DOWNGRADE_GRACE": "72h"},
+		"analytics":  {"REDIS_URL": "redis://redis-master:6379/0"},
+		"did":        {"DID_BASE_URL": "https://idp.example.com"},
+		"federation": {"FEDERATION_AUDIENCE": "https://idp.example.com", "REDIS_URL": "redis://redis-master:6379/0"},
+		"billing":    {"REDIS_URL": "redis://redis-master:6379/0"},
+		"webhook":    {"WEBHOOK_TIMEOUT": "10s", "WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "4"},
+	} {
+		env := envOf(m.deployments[svc])
+		for k, v := range want {
+			if env[k].Value != v {
+				t.Errorf("%s %s = %q, want %q", svc, k, env[k].Value, v)
+			}
+		}
+	}
+	for svc, absent := range map[string][]string{
+		"did":     {"DID_WEB_HOST"},
+		"webhook": {"WEBHOOK_ALLOW_PRIVATE", "REDIS_URL"},
+		"billing": {"BILLING_PRICE_PRO", "BILLING_PRICE_ENTERPRISE", "BILLING_SUCCESS_URL", "BILLING_CANCEL_URL"},
+	} {
+		for _, k := range absent {
+			if _, ok := envOf(m.deployments[svc])[k]; ok {
+				t.Errorf("%s: %s set although its value is empty", svc, k)
+			}
+		}
+	}
+	// TOKEN_KEY_ENCRYPTION_KEY is required without Vault.
+	if r := envOf(m.deployments["token"])["TOKEN_KEY_ENCRYPTION_KEY"].ValueFrom.SecretKeyRef; r.Optional != nil && *r.Optional {
+		t.Error("TOKEN_KEY_ENCRYPTION_KEY is optional although Vault is disabled")
+	}
 }
 
 func TestRenderAllOnValues(t *testing.T) {
@@ -312,11 +395,12 @@ func TestRenderAllOnValues(t *testing.T) {
 	}
 	m := decode(t, out)
 	checkRendering(t, m, expect{
-		services: coreServices,
+		services: enabledServices(t),
 		hpa:      true,
 		pdb:      true,
 		tags: map[string]string{
 			"gateway": "1.4.0-gw", "token": "1.4.0-token", "tier": "1.4.1-tier", "analytics": "1.4.2-analytics",
+			"webhook": "1.5.0-webhook", "did": "1.5.0-did", "federation": "1.5.0-federation", "billing": "1.5.0-billing",
 		},
 		ingress:   true,
 		monitor:   true,
@@ -365,6 +449,89 @@ func TestRenderAllOnValues(t *testing.T) {
 	if len(gw.Spec.Template.Spec.ImagePullSecrets) != 1 || gw.Spec.Template.Spec.ImagePullSecrets[0].Name != "regcred" {
 		t.Errorf("imagePullSecrets not rendered: %+v", gw.Spec.Template.Spec.ImagePullSecrets)
 	}
+	// Every configured value of the new services reaches its env var.
+	for svc, want := range map[string]map[string]string{
+		"token": {"TOKEN_KEY_ROTATION_INTERVAL": "168h", "TOKEN_KEY_PUBLISH_LEAD": "2h", "TOKEN_ROTATION_GRACE": "10m"},
+		"tier":  {"TIER_DOWNGRADE_GRACE": "24h"},
+		"webhook": {"WEBHOOK_ALLOW_PRIVATE": "10.20.0.0/16, 192.168.5.0/24", "WEBHOOK_TIMEOUT": "15s",
+			"WEBHOOK_RETRY_SCHEDULE": "10s,1m,10m,1h", "WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "8"},
+		// global.publicUrl has a trailing slash in all-on-values: trimmed.
+		"did":        {"DID_BASE_URL": "https://idp.example.com", "DID_WEB_HOST": "idp.example.com"},
+		"federation": {"FEDERATION_AUDIENCE": "https://idp.example.com/partners", "FEDERATION_ALLOW_PRIVATE": "10.30.0.0/16"},
+		"billing": {"BILLING_PRICE_PRO": "price_pro_123", "BILLING_PRICE_ENTERPRISE": "price_ent_456",
+			"BILLING_SUCCESS_URL": "https://app.example.com/billing?checkout=success",
+			"BILLING_CANCEL_URL":  "https://app.example.com/billing?checkout=cancel"},
+	} {
+		env := envOf(m.deployments[svc])
+		for k, v := range want {
+			if env[k].Value != v {
+				t.Errorf("%s %s = %q, want %q", svc, k, env[k].Value, v)
+			}
+		}
+	}
+	// Shared secrets of the new services come from the shared Secret (required).
+	for svc, name := range map[string]string{
+		"webhook": "WEBHOOK_SECRET_KEY", "did": "DID_KEY_ENCRYPTION_KEY", "analytics": "ANALYTICS_CHECKPOINT_KEY",
+	} {
+		e := envOf(m.deployments[svc])[name]
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "agentidp-prod-secrets" ||
+			e.ValueFrom.SecretKeyRef.Key != name || (e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional) {
+			t.Errorf("%s %s: want a required ref to agentidp-prod-secrets/%s, got %+v", svc, name, name, e.ValueFrom)
+		}
+	}
+	// Stripe keys: optional refs into the configured Secret (billing runs disabled without them).
+	for _, name := range []string{"STRIPE_SECRET_KEY", "BILLING_STRIPE_WEBHOOK_SECRET"} {
+		e := envOf(m.deployments["billing"])[name]
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "agentidp-stripe-live" ||
+			e.ValueFrom.SecretKeyRef.Optional == nil || !*e.ValueFrom.SecretKeyRef.Optional {
+			t.Errorf("billing %s: want an optional ref to agentidp-stripe-live, got %+v", name, e.ValueFrom)
+		}
+	}
+	// With Vault the token service's local KEK is optional.
+	if r := tok["TOKEN_KEY_ENCRYPTION_KEY"].ValueFrom.SecretKeyRef; r.Optional == nil || !*r.Optional {
+		t.Error("TOKEN_KEY_ENCRYPTION_KEY must be optional when Vault is enabled")
+	}
+}
+
+// Disabling the four newer services removes their resources and the
+// gateway's URLs for them (the gateway then answers 404 on their routes).
+func TestRenderNewServicesDisabled(t *testing.T) {
+	args := []string{}
+	for svc := range upstreamURLs {
+		args = append(args, "--set", "services."+svc+".enabled=false")
+	}
+	out, err := template(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, out)
+	var rest []string
+	for _, s := range enabledServices(t) {
+		if _, gone := upstreamURLs[s]; !gone {
+			rest = append(rest, s)
+		}
+	}
+	tags := map[string]string{}
+	for _, s := range rest {
+		tags[s] = chartAppVersion(t)
+	}
+	checkRendering(t, m, expect{services: rest, pdb: true, tags: tags, gatewayAll: true})
+	gw := envOf(m.deployments["gateway"])
+	for svc, name := range upstreamURLs {
+		if _, ok := gw[name]; ok {
+			t.Errorf("gateway still has %s although %s is disabled", name, svc)
+		}
+		if _, ok := m.services[svc]; ok {
+			t.Errorf("disabled %s still has a Service", svc)
+		}
+	}
+	for _, np := range m.netpols {
+		for _, svc := range []string{"webhook", "did", "federation", "billing"} {
+			if np.Labels["app.kubernetes.io/component"] == svc {
+				t.Errorf("disabled %s still has NetworkPolicy %s", svc, np.Name)
+			}
+		}
+	}
 }
 
 func TestRenderServiceDisabled(t *testing.T) {
@@ -391,10 +558,14 @@ func TestRenderServiceDisabled(t *testing.T) {
 // those values and points every secret env var at it.
 func TestExplicitSecretValues(t *testing.T) {
 	ik := strings.Repeat("ab", 32)
+	wk, dk, ck := strings.Repeat("cd", 32), strings.Repeat("ef", 32), strings.Repeat("01", 32)
 	out, err := template(t,
 		"--set", "global.secrets.internalKey="+ik,
 		"--set", "global.secrets.tokenSecretPepper=pepper-from-user",
-		"--set", "global.secrets.tokenKeyEncryptionKey=kek-from-user")
+		"--set", "global.secrets.tokenKeyEncryptionKey=kek-from-user",
+		"--set", "global.secrets.webhookSecretKey="+wk,
+		"--set", "global.secrets.didKeyEncryptionKey="+dk,
+		"--set", "global.secrets.analyticsCheckpointKey="+ck)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,6 +578,9 @@ func TestExplicitSecretValues(t *testing.T) {
 		"AGENTIDP_INTERNAL_KEY":    ik,
 		"TOKEN_SECRET_PEPPER":      "pepper-from-user",
 		"TOKEN_KEY_ENCRYPTION_KEY": "kek-from-user",
+		"WEBHOOK_SECRET_KEY":       wk,
+		"DID_KEY_ENCRYPTION_KEY":   dk,
+		"ANALYTICS_CHECKPOINT_KEY": ck,
 	}
 	if len(s.Data)+len(s.StringData) != len(want) {
 		t.Errorf("Secret has keys %v, want exactly %v", keys(s.Data), want)
@@ -422,8 +596,46 @@ func TestExplicitSecretValues(t *testing.T) {
 			t.Errorf("token %s does not read the rendered Secret %s: %+v", name, s.Name, e)
 		}
 	}
+	for svc, name := range map[string]string{"webhook": "WEBHOOK_SECRET_KEY", "did": "DID_KEY_ENCRYPTION_KEY", "analytics": "ANALYTICS_CHECKPOINT_KEY"} {
+		e := envOf(m.deployments[svc])[name]
+		if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != s.Name {
+			t.Errorf("%s %s does not read the rendered Secret %s: %+v", svc, name, s.Name, e)
+		}
+	}
 	if m.deployments["token"].Spec.Template.Annotations["checksum/secret"] == "" {
 		t.Error("pods do not roll when the rendered Secret changes (no checksum/secret annotation)")
+	}
+}
+
+// A rendered Secret needs only the keys of enabled services: without webhook
+// and did, and with Vault (no local KEK), those values may be left empty.
+func TestExplicitSecretValuesMinimal(t *testing.T) {
+	out, err := template(t,
+		"--set", "global.secrets.internalKey="+strings.Repeat("ab", 32),
+		"--set", "global.secrets.tokenSecretPepper=pepper-from-user",
+		"--set", "global.secrets.analyticsCheckpointKey="+strings.Repeat("01", 32),
+		"--set", "services.webhook.enabled=false", "--set", "services.did.enabled=false",
+		"--set", "global.vault.enabled=true", "--set", "global.vault.addr=https://vault:8200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, out)
+	if len(m.secrets) != 1 {
+		t.Fatalf("want 1 Secret, got %d", len(m.secrets))
+	}
+	if got := keys(m.secrets[0].Data); !slices.Equal(got, []string{"AGENTIDP_INTERNAL_KEY", "ANALYTICS_CHECKPOINT_KEY", "TOKEN_SECRET_PEPPER"}) {
+		t.Errorf("Secret keys %v", got)
+	}
+}
+
+func TestExplicitSecretValuesMissingNewKeyFails(t *testing.T) {
+	_, err := template(t,
+		"--set", "global.secrets.internalKey="+strings.Repeat("ab", 32),
+		"--set", "global.secrets.tokenSecretPepper=pepper-from-user",
+		"--set", "global.secrets.tokenKeyEncryptionKey=kek-from-user",
+		"--set", "global.secrets.analyticsCheckpointKey="+strings.Repeat("01", 32))
+	if err == nil || !strings.Contains(err.Error(), "global.secrets.webhookSecretKey must be set") {
+		t.Fatalf("want an error naming webhookSecretKey, got %v", err)
 	}
 }
 
@@ -811,6 +1023,8 @@ func checkNetworkPolicy(t *testing.T, name string, m *manifests, sel, gatewaySel
 var secretEnv = []string{
 	"AGENTIDP_INTERNAL_KEY", "TOKEN_SECRET_PEPPER", "TOKEN_KEY_ENCRYPTION_KEY",
 	"DATABASE_URL", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID",
+	"WEBHOOK_SECRET_KEY", "DID_KEY_ENCRYPTION_KEY", "ANALYTICS_CHECKPOINT_KEY",
+	"STRIPE_SECRET_KEY", "BILLING_STRIPE_WEBHOOK_SECRET",
 }
 
 func checkNoPlainSecrets(t *testing.T, m *manifests) {

@@ -74,7 +74,7 @@ app.kubernetes.io/component: {{ .name }}
 {{/* True when the user supplied secret values (then the chart renders its own Secret). */}}
 {{- define "agentidp.renderSecret" -}}
 {{- $s := .Values.global.secrets -}}
-{{- if or $s.internalKey $s.tokenSecretPepper $s.tokenKeyEncryptionKey -}}
+{{- if or $s.internalKey $s.tokenSecretPepper $s.tokenKeyEncryptionKey $s.webhookSecretKey $s.didKeyEncryptionKey $s.analyticsCheckpointKey -}}
 true
 {{- end -}}
 {{- end -}}
@@ -84,7 +84,7 @@ true
 {{- if include "agentidp.renderSecret" . -}}
 {{- printf "%s-secrets" (include "agentidp.fullname" .) -}}
 {{- else -}}
-{{- required "global.existingSecret is required (or set all of global.secrets.*)" .Values.global.existingSecret -}}
+{{- required "global.existingSecret is required (or set global.secrets.*)" .Values.global.existingSecret -}}
 {{- end -}}
 {{- end -}}
 
@@ -154,6 +154,25 @@ imagePullSecrets:
     secretKeyRef:
       name: {{ include "agentidp.secretName" .root }}
       key: {{ $g.secretKeys.tokenKeyEncryptionKey }}
+      {{- if $g.vault.enabled }}
+      # Signing keys live in Vault: only needed to move keys of the old
+      # signing_keys table at the first start after an upgrade.
+      optional: true
+      {{- end }}
+{{- end -}}
+
+{{/* One env var read from the shared secrets Secret. Context: dict root env key(field of global.secretKeys). */}}
+{{- define "agentidp.sharedSecretEnv" -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "agentidp.secretName" .root }}
+      key: {{ index .root.Values.global.secretKeys .key }}
+{{- end -}}
+
+{{/* Public URL of the gateway, without a trailing slash. */}}
+{{- define "agentidp.publicUrl" -}}
+{{- required "global.publicUrl is required" .Values.global.publicUrl | trimSuffix "/" -}}
 {{- end -}}
 
 {{- define "agentidp.vaultEnv" -}}
@@ -213,5 +232,21 @@ scopes.json: |-
 {{- $s := $g.secrets -}}
 {{ $g.secretKeys.internalKey }}: {{ required "global.secrets.internalKey must be set when any global.secrets value is set" $s.internalKey | b64enc | quote }}
 {{ $g.secretKeys.tokenSecretPepper }}: {{ required "global.secrets.tokenSecretPepper must be set when any global.secrets value is set" $s.tokenSecretPepper | b64enc | quote }}
-{{ $g.secretKeys.tokenKeyEncryptionKey }}: {{ required "global.secrets.tokenKeyEncryptionKey must be set when any global.secrets value is set" $s.tokenKeyEncryptionKey | b64enc | quote }}
+{{- if $g.vault.enabled }}
+{{- with $s.tokenKeyEncryptionKey }}
+{{ $g.secretKeys.tokenKeyEncryptionKey }}: {{ . | b64enc | quote }}
+{{- end }}
+{{- else }}
+{{ $g.secretKeys.tokenKeyEncryptionKey }}: {{ required "global.secrets.tokenKeyEncryptionKey must be set when any global.secrets value is set (and global.vault is disabled)" $s.tokenKeyEncryptionKey | b64enc | quote }}
+{{- end }}
+{{- $svcs := .Values.services }}
+{{- if or $s.analyticsCheckpointKey $svcs.analytics.enabled }}
+{{ $g.secretKeys.analyticsCheckpointKey }}: {{ required "global.secrets.analyticsCheckpointKey must be set when any global.secrets value is set (and analytics is enabled)" $s.analyticsCheckpointKey | b64enc | quote }}
+{{- end }}
+{{- if or $s.webhookSecretKey $svcs.webhook.enabled }}
+{{ $g.secretKeys.webhookSecretKey }}: {{ required "global.secrets.webhookSecretKey must be set when any global.secrets value is set (and webhook is enabled)" $s.webhookSecretKey | b64enc | quote }}
+{{- end }}
+{{- if or $s.didKeyEncryptionKey $svcs.did.enabled }}
+{{ $g.secretKeys.didKeyEncryptionKey }}: {{ required "global.secrets.didKeyEncryptionKey must be set when any global.secrets value is set (and did is enabled)" $s.didKeyEncryptionKey | b64enc | quote }}
+{{- end }}
 {{- end -}}

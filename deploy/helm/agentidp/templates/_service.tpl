@@ -89,6 +89,92 @@ spec:
               value: {{ $svc.config.ttl | quote }}
             - name: TOKEN_SIGNING_ALG
               value: {{ $svc.config.signingAlg | quote }}
+            - name: TOKEN_KEY_ROTATION_INTERVAL
+              value: {{ $svc.config.keyRotationInterval | default "720h" | quote }}
+            - name: TOKEN_KEY_PUBLISH_LEAD
+              value: {{ $svc.config.keyPublishLead | default "1h" | quote }}
+            - name: TOKEN_ROTATION_GRACE
+              value: {{ $svc.config.rotationGrace | default "0s" | quote }}
+            {{- end }}
+            {{- if eq $name "tier" }}
+            - name: TIER_DOWNGRADE_GRACE
+              value: {{ ($svc.config).downgradeGrace | default "72h" | quote }}
+            {{- end }}
+            {{- if eq $name "analytics" }}
+            {{- include "agentidp.sharedSecretEnv" (dict "root" $root "env" "ANALYTICS_CHECKPOINT_KEY" "key" "analyticsCheckpointKey") | nindent 12 }}
+            {{- end }}
+            {{- if eq $name "webhook" }}
+            {{- $c := $svc.config | default dict }}
+            {{- include "agentidp.sharedSecretEnv" (dict "root" $root "env" "WEBHOOK_SECRET_KEY" "key" "webhookSecretKey") | nindent 12 }}
+            {{- with $c.allowPrivate }}
+            - name: WEBHOOK_ALLOW_PRIVATE
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.timeout }}
+            - name: WEBHOOK_TIMEOUT
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.retrySchedule }}
+            - name: WEBHOOK_RETRY_SCHEDULE
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.maxConcurrencyPerEndpoint }}
+            - name: WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT
+              value: {{ . | quote }}
+            {{- end }}
+            {{- end }}
+            {{- if eq $name "did" }}
+            {{- include "agentidp.sharedSecretEnv" (dict "root" $root "env" "DID_KEY_ENCRYPTION_KEY" "key" "didKeyEncryptionKey") | nindent 12 }}
+            - name: DID_BASE_URL
+              value: {{ include "agentidp.publicUrl" $root | quote }}
+            {{- with ($svc.config).webHost }}
+            - name: DID_WEB_HOST
+              value: {{ . | quote }}
+            {{- end }}
+            {{- end }}
+            {{- if eq $name "federation" }}
+            {{- $c := $svc.config | default dict }}
+            - name: FEDERATION_AUDIENCE
+              value: {{ $c.audience | default (include "agentidp.publicUrl" $root) | quote }}
+            {{- with $c.allowPrivate }}
+            - name: FEDERATION_ALLOW_PRIVATE
+              value: {{ . | quote }}
+            {{- end }}
+            {{- end }}
+            {{- if eq $name "billing" }}
+            {{- $c := $svc.config | default dict }}
+            {{- $st := $c.stripe | default dict }}
+            {{- with $st.existingSecret }}
+            # Optional: without the Stripe keys billing runs disabled.
+            - name: STRIPE_SECRET_KEY
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $st.secretKeyKey | default "STRIPE_SECRET_KEY" }}
+                  optional: true
+            - name: BILLING_STRIPE_WEBHOOK_SECRET
+              valueFrom:
+                secretKeyRef:
+                  name: {{ . }}
+                  key: {{ $st.webhookSecretKey | default "BILLING_STRIPE_WEBHOOK_SECRET" }}
+                  optional: true
+            {{- end }}
+            {{- with $c.pricePro }}
+            - name: BILLING_PRICE_PRO
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.priceEnterprise }}
+            - name: BILLING_PRICE_ENTERPRISE
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.successUrl }}
+            - name: BILLING_SUCCESS_URL
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $c.cancelUrl }}
+            - name: BILLING_CANCEL_URL
+              value: {{ . | quote }}
+            {{- end }}
             {{- end }}
             {{- if eq $name "gateway" }}
             {{- range $other, $o := $root.Values.services }}
