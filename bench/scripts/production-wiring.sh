@@ -12,7 +12,9 @@
 #   DATABASE_URL  default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 #   REDIS_URL     default redis://127.0.0.1:6379/0
 #   NATS_SERVER   default $(go env GOPATH)/bin/nats-server
-#   DURATION, WARMUP, CONCURRENCY are passed to the scenario scripts.
+#   DURATION, WARMUP, CONCURRENCY are passed to the scenario scripts;
+#   GW_CONCURRENCIES (default "1 16") are the gateway-overhead runs;
+#   SKIP_ISSUE=1 skips the issuance runs.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -70,10 +72,15 @@ start gateway 18080 19080 REDIS_URL="$REDIS_URL" GATEWAY_ISSUER=http://127.0.0.1
 	TOKEN_SERVICE_URL=http://127.0.0.1:18081 TIER_SERVICE_URL=http://127.0.0.1:18083 ANALYTICS_SERVICE_URL=http://127.0.0.1:18084
 
 export GATEWAY_URL=http://127.0.0.1:18080 SERVICE_URL=http://127.0.0.1:18081 SCOPE=agents:read
-echo; echo "== token issuance through the gateway"
-"$here/issue-tokens.sh"
-echo; echo "== authenticated GET: gateway vs direct"
-DIRECT_HEADER="$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes agents:read)" \
-	"$here/gateway-overhead.sh"
+if [[ -z "${SKIP_ISSUE:-}" ]]; then
+	echo; echo "== token issuance through the gateway"
+	"$here/issue-tokens.sh"
+fi
+for c in ${GW_CONCURRENCIES:-1 16}; do
+	echo; echo "== authenticated GET: gateway vs direct, c=$c"
+	# The signed context is valid for 60 s after signing: sign it per run.
+	DIRECT_HEADER="$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes agents:read)" \
+		GW_CONCURRENCY=$c "$here/gateway-overhead.sh"
+done
 
 psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS ${prefix}token CASCADE; DROP SCHEMA IF EXISTS ${prefix}tier CASCADE; DROP SCHEMA IF EXISTS ${prefix}analytics CASCADE" >/dev/null 2>&1 || true

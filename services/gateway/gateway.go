@@ -174,10 +174,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		g.keys.Run(ctx, g.cfg.JWKSRefresh, time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		g.limiter.runFlusher(ctx, 250*time.Millisecond)
 	}()
 	if g.nc != nil {
 		// A signing-key change (rotation, withdrawal) announced by the

@@ -353,8 +353,45 @@ func TestTierLimitFallbackWhenRedisIsDown(t *testing.T) {
 	if r.status != 200 || r.header.Get("RateLimit-Limit") != "" {
 		t.Errorf("Got(unlimited org) = %d, RateLimit-Limit %q; want 200 without RateLimit headers", r.status, r.header.Get("RateLimit-Limit"))
 	}
-	if got := testutil.ToFloat64(e.gw.metrics.fallback); got != 5 {
-		t.Errorf("Got(agentidp_gateway_tier_fallback_total) = %v; want 5", got)
+	// The four limited calls fell back at once; the unlimited one is
+	// batched and falls back when the batch is flushed.
+	if got := testutil.ToFloat64(e.gw.metrics.fallback); got != 4 {
+		t.Errorf("Got(agentidp_gateway_tier_fallback_total) = %v; want 4 before the flush", got)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for testutil.ToFloat64(e.gw.metrics.fallback) < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Got(agentidp_gateway_tier_fallback_total) = %v; want 5 after the flush", testutil.ToFloat64(e.gw.metrics.fallback))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUnlimitedCallsAreCountedInBatches checks that an unlimited
+// organisation's calls cost no cache round trip but still reach the shared
+// counter, exactly.
+func TestUnlimitedCallsAreCountedInBatches(t *testing.T) {
+	t.Parallel()
+	mem := cache.NewMemory(cache.MemoryOptions{})
+	e := newEnv(t, envOptions{cache: mem})
+	e.putOrg(t, "org-big", "active", -1)
+	tok := e.issuer.token(t, claims("org-big", "agents:read"))
+	for range 7 {
+		if r := e.do(t, "GET", "/api/v1/agents", tok, nil); r.status != 200 {
+			t.Fatalf("Got(status) = %d %s; want 200", r.status, r.body)
+		}
+	}
+	key := "usage:calls:org-big:" + time.Now().UTC().Format("20060102")
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		n, err := mem.Counters(context.Background(), key)
+		if err == nil && len(n) == 1 && n[0] == 7 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Got(%s) = %v, %v; want [7]", key, n, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
