@@ -1,5 +1,5 @@
 # AgentIdP — common tasks. `make help` lists them.
-SERVICES := gateway token tier analytics
+SERVICES := gateway token tier analytics webhook did federation billing
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA_DIR ?= .agentidp
 

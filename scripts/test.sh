@@ -25,3 +25,10 @@ for m in $modules; do
   (cd "$m" && GOWORK=off go build ./... && GOWORK=off go vet ./...) || { echo "module $m does not build on its own"; exit 1; }
 done
 echo "all modules build on their own"
+
+echo "== static binaries (CGO_ENABLED=0, as the images build them) start with --help"
+make -s binaries
+for b in bin/*; do
+  "$b" --help >/dev/null || { echo "$b --help failed"; exit 1; }
+  echo "$b --help ok"
+done
