@@ -1,6 +1,7 @@
-// Package policies holds the gateway's authorisation policy (OPA Rego) and
-// the route → scope table it reads, embedded so the gateway binary carries
-// a known-good policy even when no policy directory is configured.
+// Package policies holds the gateway's authorisation policy (OPA Rego),
+// the route → scope table it reads and the token service's delegation
+// policy, embedded so the binaries carry a known-good policy even when no
+// policy directory is configured.
 package policies
 
 import "embed"
@@ -16,7 +17,15 @@ const (
 // Query is the rule the gateway evaluates; it yields {"allow", "reason"}.
 const Query = "data.agentidp.authz.decision"
 
-// FS holds authz.rego and data/scopes.json.
+// DelegationPath is the token service's delegation policy (package
+// agentidp.delegation), which decides every token exchange.
+const DelegationPath = "delegation.rego"
+
+// DelegationQuery is the rule the token service evaluates for a token
+// exchange; it yields {"allow", "reason"}.
+const DelegationQuery = "data.agentidp.delegation.decision"
+
+// FS holds authz.rego, data/scopes.json and delegation.rego.
 //
-//go:embed authz.rego data/scopes.json
+//go:embed authz.rego data/scopes.json delegation.rego
 var FS embed.FS

@@ -8,7 +8,11 @@
 //   - jti.<jti>: that one token is revoked (any value);
 //   - agent.<agentId>, credential.<credentialId>, org.<orgId>: a watermark —
 //     every token whose sub (or actor), credential_id or organization_id
-//     matches and that was issued at or before the watermark is revoked.
+//     matches and that was issued at or before the watermark is revoked;
+//   - chain.<chainId>: a revoked delegation chain (any value) — every token
+//     that names the chain among its chain ids (its own and its ancestors',
+//     see Token.Chains) is revoked, so revoking a parent chain kills every
+//     chain derived from it without a lookup.
 //
 // Watermarks instead of lists of tokens keep revoking an agent with a
 // million live tokens one entry. Issue times are compared in milliseconds
@@ -43,12 +47,13 @@ const (
 	KindAgent      Kind = "agent"
 	KindCredential Kind = "credential"
 	KindOrg        Kind = "org"
+	KindChain      Kind = "chain"
 )
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
 	switch k {
-	case KindJTI, KindAgent, KindCredential, KindOrg:
+	case KindJTI, KindAgent, KindCredential, KindOrg, KindChain:
 		return true
 	}
 	return false
@@ -116,18 +121,30 @@ type Token struct {
 	Actors []string
 	// IssuedAtMs is the issue time (see IssuedAtMs).
 	IssuedAtMs int64
+	// Chains are the delegation chain ids the token was issued under (its
+	// own and every ancestor's); revoking any of them revokes the token.
+	Chains []string
+	// Parents are the tokens a delegated token was derived from (their
+	// JTI, Subject, CredentialID and IssuedAtMs; at most MaxParents are
+	// checked): revoking a parent token, or a watermark that covers it,
+	// revokes the derived token too. Parents of parents are not followed —
+	// a derived token carries its whole ancestry flat.
+	Parents []Token
 }
+
+// MaxParents bounds how many Parents a check looks at.
+const MaxParents = 32
 
 // Set is an in-memory revocation set, safe for concurrent use. Lookups take
 // a read lock and allocate nothing (one map per kind, keyed by the bare id).
 type Set struct {
 	mu    sync.RWMutex
-	m     [4]map[string]int64 // by kindIndex: key → not before (ms)
+	m     [5]map[string]int64 // by kindIndex: key → not before (ms)
 	n     int
 	ready atomic.Bool
 }
 
-var kinds = [4]Kind{KindJTI, KindAgent, KindCredential, KindOrg}
+var kinds = [5]Kind{KindJTI, KindAgent, KindCredential, KindOrg, KindChain}
 
 func kindIndex(k Kind) int {
 	switch k {
@@ -139,6 +156,8 @@ func kindIndex(k Kind) int {
 		return 2
 	case KindOrg:
 		return 3
+	case KindChain:
+		return 4
 	}
 	return -1
 }
@@ -216,15 +235,36 @@ func (s *Set) Get(kind Kind, key string) (int64, bool) {
 	return v, ok
 }
 
-// Revoked reports whether t is revoked: its jti is revoked, or it was
-// issued at or before the watermark of its subject, an actor, its
-// credential or its organisation.
+// Revoked reports whether t is revoked: its jti is revoked, it was issued
+// at or before the watermark of its subject, an actor, its credential or
+// its organisation, it names a revoked delegation chain, or one of its
+// parents is revoked.
 func (s *Set) Revoked(t Token) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.n == 0 {
 		return false
 	}
+	if s.revokedLocked(t) {
+		return true
+	}
+	for _, c := range t.Chains {
+		if _, ok := s.m[4][c]; ok && c != "" {
+			return true
+		}
+	}
+	for i, p := range t.Parents {
+		if i >= MaxParents {
+			break
+		}
+		if s.revokedLocked(p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Set) revokedLocked(t Token) bool {
 	if t.JTI != "" {
 		if _, ok := s.m[0][t.JTI]; ok {
 			return true

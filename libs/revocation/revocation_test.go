@@ -34,6 +34,7 @@ func TestRevoked(t *testing.T) {
 	s.Put(KindCredential, "cred-1", w)
 	s.Put(KindOrg, "org-1", w)
 	s.Put(KindJTI, "jti-1", w)
+	s.Put(KindChain, "chain-1", w)
 	tok := func(mod func(*Token)) Token {
 		t := Token{JTI: "jti-x", Subject: "agent-x", CredentialID: "cred-x", OrgID: "org-x", IssuedAtMs: w - 1000}
 		mod(&t)
@@ -58,6 +59,17 @@ func TestRevoked(t *testing.T) {
 		{"org: issued before", tok(func(t *Token) { t.OrgID = "org-1" }), true},
 		{"org: issued after", tok(func(t *Token) { t.OrgID, t.IssuedAtMs = "org-1", w+1 }), false},
 		{"empty ids never match", Token{IssuedAtMs: 0}, false},
+		{"own chain revoked, issued later", tok(func(t *Token) { t.Chains, t.IssuedAtMs = []string{"chain-1"}, w+10_000 }), true},
+		{"ancestor chain revoked", tok(func(t *Token) { t.Chains = []string{"chain-1", "chain-2"} }), true},
+		{"unrelated chains", tok(func(t *Token) { t.Chains = []string{"chain-2", "chain-3"} }), false},
+		{"parent token's jti revoked", tok(func(t *Token) { t.Parents = []Token{{JTI: "jti-9"}, {JTI: "jti-1"}} }), true},
+		{"parent's credential revoked after parent issued", tok(func(t *Token) {
+			t.IssuedAtMs = w + 5000
+			t.Parents = []Token{{JTI: "jti-9", CredentialID: "cred-1", IssuedAtMs: w - 1}}
+		}), true},
+		{"parent issued after its credential's watermark", tok(func(t *Token) {
+			t.Parents = []Token{{JTI: "jti-9", CredentialID: "cred-1", IssuedAtMs: w + 1}}
+		}), false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

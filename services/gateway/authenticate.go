@@ -25,6 +25,21 @@ type accessClaims struct {
 	// with revocation watermarks (libs/revocation).
 	IssuedAtMs int64  `json:"iat_ms"`
 	Act        *actor `json:"act,omitempty"`
+	// ChainID and ChainIDs name the delegation chains a delegated token was
+	// issued under (its own and every ancestor's); Parents are the tokens
+	// it was derived from. Revoking any of them revokes the token
+	// (libs/revocation), checked here with no lookup.
+	ChainID  string        `json:"chain_id,omitempty"`
+	ChainIDs []string      `json:"chain_ids,omitempty"`
+	Parents  []parentToken `json:"parent_tokens,omitempty"`
+}
+
+// parentToken is one entry of a delegated token's parent_tokens claim.
+type parentToken struct {
+	JTI          string `json:"jti"`
+	Sub          string `json:"sub,omitempty"`
+	CredentialID string `json:"credential_id,omitempty"`
+	IssuedAtMs   int64  `json:"iat_ms,omitempty"`
 }
 
 // actor is an RFC 8693 actor claim; nested actors are earlier in the chain.

@@ -51,7 +51,8 @@ func DefaultRoutes() []Route {
 		{Path: "/api/v1/agents", Service: ServiceToken},
 		{Path: "/oauth2/introspect", Service: ServiceToken},
 		{Path: "/oauth2/revoke", Service: ServiceToken},
-		{Path: "/api/v1/token", Service: ServiceToken}, // introspect, revoke
+		{Path: "/api/v1/token", Service: ServiceToken},        // introspect, revoke
+		{Path: "/api/v1/oauth2/token", Service: ServiceToken}, // delegate, verify-delegation, delegations
 		{Path: "/agent-info", Service: ServiceToken},
 		{Path: "/api/v1/organizations", Service: ServiceTier},
 		{Path: "/api/v1/tiers", Service: ServiceTier},

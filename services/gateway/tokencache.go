@@ -29,6 +29,21 @@ func newVerifiedToken(c *accessClaims, kid string) *verifiedToken {
 		kid: kid, exp: c.ExpiresAt, scopes: scopes, actors: c.actors()}
 	v.rev = revocation.Token{JTI: c.ID, Subject: c.Subject, CredentialID: c.CredentialID, OrgID: c.OrganizationID,
 		Actors: v.actors, IssuedAtMs: revocation.IssuedAtMs(c.IssuedAt, c.IssuedAtMs)}
+	if c.Act != nil {
+		// A delegated token: its chains and parents are revocation keys too.
+		chains := c.ChainIDs
+		if c.ChainID != "" && !slices.Contains(chains, c.ChainID) {
+			chains = append(slices.Clip(chains), c.ChainID)
+		}
+		v.rev.Chains = chains
+		for i, p := range c.Parents {
+			if i >= revocation.MaxParents {
+				break
+			}
+			v.rev.Parents = append(v.rev.Parents, revocation.Token{JTI: p.JTI, Subject: p.Sub, CredentialID: p.CredentialID,
+				OrgID: c.OrganizationID, IssuedAtMs: p.IssuedAtMs})
+		}
+	}
 	return v
 }
 

@@ -40,6 +40,8 @@ type Config struct {
 	RotationGrace time.Duration
 	// KVReplicas is used when creating the revocations bucket.
 	KVReplicas int
+	// MaxDelegationDepth bounds delegation chains (hops, default 3).
+	MaxDelegationDepth int
 }
 
 // DefaultConfig returns development defaults. The pepper and key encryption
@@ -55,6 +57,8 @@ func DefaultConfig() Config {
 		KeyEncryptionKey: []byte("agentidp-dev-kek-32-bytes-long!!"),
 		ClientCacheTTL:   60 * time.Second,
 		ClientCacheSize:  100_000,
+
+		MaxDelegationDepth: 3,
 
 		KeyRotationInterval: 30 * 24 * time.Hour,
 		KeyPublishLead:      time.Hour,
@@ -74,6 +78,7 @@ var EnvDocs = map[string]string{
 	"VAULT_ADDR":                  "Vault address: set = signing keys in Vault KV v2 (see libs/secrets for VAULT_TOKEN, VAULT_ROLE_ID, VAULT_SECRET_ID, VAULT_MOUNT, VAULT_PATH_PREFIX, VAULT_TIMEOUT)",
 	"TOKEN_CLIENT_CACHE_TTL":      "lifetime of cached client records (default 60s)",
 	"TOKEN_CLIENT_CACHE_SIZE":     "maximum cached client records (default 100000)",
+	"TOKEN_DELEGATION_MAX_DEPTH":  "maximum delegation chain length in hops for /delegate and token exchange (default 3, 1 to 10)",
 }
 
 // ConfigFromEnv reads the service's variables; problems are collected in env.
@@ -105,6 +110,10 @@ func ConfigFromEnv(env *config.Env) Config {
 	}
 	if c.TokenTTL < time.Minute || c.TokenTTL > 24*time.Hour {
 		env.Fail("TOKEN_TTL: must be between 1m and 24h")
+	}
+	c.MaxDelegationDepth = env.Int("TOKEN_DELEGATION_MAX_DEPTH", d.MaxDelegationDepth)
+	if c.MaxDelegationDepth < 1 || c.MaxDelegationDepth > 10 {
+		env.Fail("TOKEN_DELEGATION_MAX_DEPTH: must be between 1 and 10")
 	}
 	if c.ClientCacheSize < 1 {
 		env.Fail("TOKEN_CLIENT_CACHE_SIZE: must be positive")

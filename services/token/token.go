@@ -23,6 +23,7 @@ import (
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 	"github.com/agentidp/agentidp/services/token/internal/httpapi"
+	"github.com/agentidp/agentidp/services/token/internal/opa"
 	"github.com/agentidp/agentidp/services/token/internal/sqlstore"
 	"github.com/nats-io/nats.go"
 )
@@ -112,6 +113,12 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		return natsbus.PublishRaw(ctx, d.JS, raw)
 	}, lib.RelayOptions{Logger: d.Logger, Registerer: d.Registry, Service: Name})
 	s.async = natsbus.NewAsyncPublisher(d.JS, natsbus.AsyncOptions{Service: Name, Registerer: d.Registry, Logger: d.Logger})
+	// The delegation policy is prepared once; every exchange evaluates it.
+	policy, err := opa.NewDelegation(ctx, nil)
+	if err != nil {
+		s.async.Close()
+		return nil, fmt.Errorf("token: %w", err)
+	}
 	var ctr domain.Counters
 	if d.Cache != nil {
 		ctr = counters{d.Cache}
@@ -119,8 +126,8 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	s.svc, err = domain.NewService(ctx, domain.Settings{
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, Alg: cfg.SigningAlg,
 		Pepper: cfg.SecretPepper, ClientCacheTTL: cfg.ClientCacheTTL, ClientCacheSize: cfg.ClientCacheSize,
-		RotationGrace: cfg.RotationGrace,
-	}, domain.Deps{Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		RotationGrace: cfg.RotationGrace, MaxDelegationDepth: cfg.MaxDelegationDepth,
+	}, domain.Deps{Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
 	if err != nil {
 		s.async.Close()

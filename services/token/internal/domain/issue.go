@@ -33,13 +33,27 @@ func InvalidRequest(desc string) *OAuthError {
 	return &OAuthError{Status: http.StatusBadRequest, Code: "invalid_request", Description: desc}
 }
 
-// TokenRequest is a parsed client_credentials request.
+// TokenRequest is a parsed token request: client_credentials, or token
+// exchange (GrantType GrantTypeTokenExchange, with Exchange set).
 type TokenRequest struct {
-	ClientID string
-	Secret   string
-	Scope    string
-	HasScope bool
-	Basic    bool // client_secret_basic was used
+	GrantType string
+	ClientID  string
+	Secret    string
+	Scope     string
+	HasScope  bool
+	Basic     bool // client_secret_basic was used
+	Exchange  ExchangeParams
+}
+
+// ExchangeParams are the RFC 8693 §2.1 parameters of a token exchange.
+type ExchangeParams struct {
+	SubjectToken       string
+	SubjectTokenType   string
+	ActorToken         string
+	ActorTokenType     string
+	Audience           string // space-separated
+	Resource           string
+	RequestedTokenType string
 }
 
 // TokenResponse is RFC 6749 §5.1.
@@ -62,6 +76,19 @@ type AccessClaims struct {
 	// issued just after a reactivation is not caught by the suspension in
 	// the same second. iat stays the RFC 7519 seconds value.
 	IssuedAtMs int64 `json:"iat_ms,omitempty"`
+	// Act is the delegation chain of a delegated token (RFC 8693 act):
+	// the agent the holder (sub) acts for, nesting earlier delegators.
+	Act *ActorClaim `json:"act,omitempty"`
+	// MayAct (RFC 8693 §4.4), when present, names the only agent that may
+	// act for the subject through token exchange.
+	MayAct *ActorClaim `json:"may_act,omitempty"`
+	// ChainID is the delegation this token was issued under; ChainIDs are
+	// it and every ancestor chain, so revoking any of them revokes the
+	// token without a lookup (libs/revocation kind chain).
+	ChainID  string   `json:"chain_id,omitempty"`
+	ChainIDs []string `json:"chain_ids,omitempty"`
+	// Parents are the tokens this delegated token was derived from.
+	Parents []ParentClaim `json:"parent_tokens,omitempty"`
 }
 
 // invalidClient is the one answer for every client authentication failure,
@@ -70,11 +97,10 @@ func invalidClient(basic bool) *OAuthError {
 	return &OAuthError{Status: http.StatusUnauthorized, Code: "invalid_client", Description: "client authentication failed", Challenge: basic}
 }
 
-// IssueToken authenticates the client and issues an access token. It
-// touches no database on the hot path: client records come from the
-// in-memory cache.
-func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenResponse, *OAuthError) {
-	now := s.now()
+// authenticateClient checks the client's id and secret against the cached
+// client record (no database on the hot path). Every failure is the same
+// invalid_client answer.
+func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now time.Time) (ClientRecord, string, *OAuthError) {
 	digest := s.digest(req.Secret)
 	var rec ClientRecord
 	found := false
@@ -84,14 +110,14 @@ func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenRespon
 		if err != nil {
 			s.log.ErrorContext(ctx, "load client", "client_id", req.ClientID, "err", err)
 			s.issued.WithLabelValues("error").Inc()
-			return TokenResponse{}, &OAuthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "try again later", RetryAfter: time.Second}
+			return rec, "", &OAuthError{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable", Description: "try again later", RetryAfter: time.Second}
 		}
 	}
 	credID := ""
 	if !found {
 		// Spend the same time as a real comparison.
 		hmac.Equal(digest, s.dummyDigest)
-		return TokenResponse{}, s.authFailed(ctx, req, "unknown_client")
+		return rec, "", s.authFailed(ctx, req, "unknown_client")
 	}
 	for _, c := range rec.Credentials {
 		if hmac.Equal(digest, c.Digest) && (c.ExpiresAt == nil || now.Before(*c.ExpiresAt)) {
@@ -99,10 +125,22 @@ func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenRespon
 		}
 	}
 	if credID == "" {
-		return TokenResponse{}, s.authFailed(ctx, req, "invalid_secret")
+		return rec, "", s.authFailed(ctx, req, "invalid_secret")
 	}
 	if rec.Status != StatusActive {
-		return TokenResponse{}, s.authFailed(ctx, req, "agent_"+rec.Status)
+		return rec, "", s.authFailed(ctx, req, "agent_"+rec.Status)
+	}
+	return rec, credID, nil
+}
+
+// IssueToken authenticates the client and issues an access token. It
+// touches no database on the hot path: client records come from the
+// in-memory cache.
+func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenResponse, *OAuthError) {
+	now := s.now()
+	rec, credID, oe := s.authenticateClient(ctx, req, now)
+	if oe != nil {
+		return TokenResponse{}, oe
 	}
 	scopes := rec.DefaultScopes
 	if req.HasScope {
@@ -226,7 +264,7 @@ func (s *Service) Discovery() map[string]any {
 		"issuer":                                iss,
 		"token_endpoint":                        iss + "/oauth2/token",
 		"jwks_uri":                              iss + "/.well-known/jwks.json",
-		"grant_types_supported":                 []string{"client_credentials"},
+		"grant_types_supported":                 []string{"client_credentials", GrantTypeTokenExchange},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
 		"scopes_supported":                      KnownScopes,
 		"response_types_supported":              []string{"token"},

@@ -149,9 +149,20 @@ func (s *Service) verifyOwn(token string, now time.Time) (AccessClaims, bool) {
 	return c, true
 }
 
+// tokenOf is what the revocation check needs of a token, including its
+// delegation chain (actors, chain ids, parent tokens).
 func tokenOf(c AccessClaims) revocation.Token {
-	return revocation.Token{JTI: c.ID, Subject: c.Subject, CredentialID: c.CredentialID, OrgID: c.OrganizationID,
+	t := revocation.Token{JTI: c.ID, Subject: c.Subject, CredentialID: c.CredentialID, OrgID: c.OrganizationID,
 		IssuedAtMs: revocation.IssuedAtMs(c.IssuedAt, c.IssuedAtMs)}
+	if c.Act != nil {
+		t.Actors = c.Act.actors()
+		t.Chains = chainIDs(c)
+		for _, p := range c.Parents {
+			t.Parents = append(t.Parents, revocation.Token{JTI: p.JTI, Subject: p.Sub, CredentialID: p.CredentialID,
+				OrgID: c.OrganizationID, IssuedAtMs: p.IssuedAtMs})
+		}
+	}
+	return t
 }
 
 // Introspect answers RFC 7662 for a token of the caller's organisation.

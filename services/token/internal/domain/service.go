@@ -50,6 +50,8 @@ type Settings struct {
 	// long (0: the old secret stops at once and tokens issued under the
 	// credential before the rotation are revoked).
 	RotationGrace time.Duration
+	// MaxDelegationDepth bounds delegation chains (hops; default 3).
+	MaxDelegationDepth int
 }
 
 // Deps are what the domain service consumes.
@@ -69,6 +71,8 @@ type Deps struct {
 	Mirror func(ctx context.Context, revs []Revocation)
 	// Ring, when set, supersedes Keys: managed, rotating signing keys.
 	Ring *Keyring
+	// Policy decides token exchanges; without one every exchange is denied.
+	Policy DelegationPolicy
 }
 
 // Service implements agents, credentials and token issuance.
@@ -97,6 +101,9 @@ type Service struct {
 	failLogAt   atomic.Int64 // unix seconds of the last logged auth failure
 	failLogged  atomic.Int64
 	introspect  *prometheus.CounterVec
+	delegations *prometheus.CounterVec
+
+	delegationPolicy DelegationPolicy
 }
 
 // NewService loads (or creates) the signing key and builds the service.
@@ -106,6 +113,9 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	}
 	if cfg.TokenTTL <= 0 {
 		cfg.TokenTTL = time.Hour
+	}
+	if cfg.MaxDelegationDepth <= 0 {
+		cfg.MaxDelegationDepth = DefaultMaxDelegationDepth
 	}
 	if cfg.ClientCacheTTL <= 0 {
 		cfg.ClientCacheTTL = 60 * time.Second
@@ -120,7 +130,8 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 		d.Orgs = NewOrgModel(d.Logger)
 	}
 	s := &Service{cfg: cfg, usage: newUsageBatcher(), store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
-		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror}
+		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror,
+		delegationPolicy: d.Policy}
 	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err
 	}
@@ -135,7 +146,13 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	s.introspect = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentidp_token_introspections_total", Help: "Introspection answers (active, inactive, unavailable).",
 	}, []string{"outcome"})
+	s.delegations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentidp_delegations_total", Help: "Delegation operations (delegate, verify, revoke, exchange) by outcome.",
+	}, []string{"op", "outcome"})
 	if d.Registry != nil {
+		if err := d.Registry.Register(s.delegations); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
 		if err := d.Registry.Register(s.introspect); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -122,6 +122,8 @@ type Store interface {
 	// SigningKeys returns every non-deleted key (active and retired), oldest
 	// first.
 	SigningKeys(ctx context.Context) ([]SealedKey, error)
+
+	DelegationStore
 }
 
 // SealedKey is a signing key row: the private key is sealed (encrypted).

@@ -21,6 +21,7 @@ import (
 	lib "github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 	"github.com/agentidp/agentidp/services/token/internal/httpapi"
+	"github.com/agentidp/agentidp/services/token/internal/opa"
 	"github.com/agentidp/agentidp/services/token/internal/sqlstore"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,6 +65,7 @@ type env struct {
 	svc      *domain.Service
 	js       jetstream.JetStream
 	counters *memCounters
+	keys     domain.KeyStore
 }
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
@@ -73,6 +75,13 @@ func newEnv(t testing.TB) *env { t.Helper(); return newEnvWith(t, nil) }
 // newEnvWith builds the env with the store wrapped by wrap (nil: as is),
 // and loads the revocation state as the assembly does at start.
 func newEnvWith(t testing.TB, wrap func(domain.Store) domain.Store) *env {
+	t.Helper()
+	return newEnvFull(t, wrap, nil, nil)
+}
+
+// newEnvFull is newEnvWith with the settings adjusted by tune and the
+// delegation policy replaced by policy (nil: the embedded one).
+func newEnvFull(t testing.TB, wrap func(domain.Store) domain.Store, tune func(*domain.Settings), policy domain.DelegationPolicy) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -111,15 +120,25 @@ func newEnvWith(t testing.TB, wrap func(domain.Store) domain.Store) *env {
 	t.Cleanup(pub.Close)
 	ctr := &memCounters{m: map[string]int64{}, v: map[string]string{}}
 	orgs := domain.NewOrgModel(slog.New(slog.DiscardHandler))
-	svc, err := domain.NewService(ctx, domain.Settings{Issuer: "http://idp.test", Audience: "agentidp", TokenTTL: time.Hour,
-		Alg: jose.ES256, Pepper: testKey}, domain.Deps{Store: store, Keys: keys, Counters: ctr, Orgs: orgs, Publisher: pub,
-		Registry: prometheus.NewRegistry(), Notify: relay.Notify})
+	settings := domain.Settings{Issuer: "http://idp.test", Audience: "agentidp", TokenTTL: time.Hour, Alg: jose.ES256, Pepper: testKey}
+	if tune != nil {
+		tune(&settings)
+	}
+	if policy == nil {
+		p, err := opa.NewDelegation(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		policy = p
+	}
+	svc, err := domain.NewService(ctx, settings, domain.Deps{Store: store, Keys: keys, Counters: ctr, Orgs: orgs, Publisher: pub,
+		Registry: prometheus.NewRegistry(), Notify: relay.Notify, Policy: policy})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, _ = svc.LoadRevocations(ctx) // a failing store leaves the set not ready
 	codec, _ := authn.NewCodec(testKey)
-	return &env{h: httpapi.New(svc, slog.New(slog.DiscardHandler), nil, codec), codec: codec, svc: svc, js: js, counters: ctr}
+	return &env{h: httpapi.New(svc, slog.New(slog.DiscardHandler), nil, codec), codec: codec, svc: svc, js: js, counters: ctr, keys: keys}
 }
 
 var allScopes = []string{"agents:read", "agents:write", "tokens:read", "audit:read", "webhooks:read", "webhooks:write", "analytics:read"}

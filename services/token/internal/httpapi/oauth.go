@@ -62,8 +62,16 @@ func parseTokenRequest(r *http.Request, w http.ResponseWriter) (domain.TokenRequ
 	case "":
 		return req, domain.InvalidRequest("grant_type is required")
 	case "client_credentials":
+		req.GrantType = gt
+	case domain.GrantTypeTokenExchange:
+		req.GrantType = gt
+		req.Exchange = domain.ExchangeParams{
+			SubjectToken: form.Get("subject_token"), SubjectTokenType: form.Get("subject_token_type"),
+			ActorToken: form.Get("actor_token"), ActorTokenType: form.Get("actor_token_type"),
+			Audience: form.Get("audience"), Resource: form.Get("resource"), RequestedTokenType: form.Get("requested_token_type"),
+		}
 	default:
-		return req, &domain.OAuthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "only client_credentials is supported"}
+		return req, &domain.OAuthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "supported grant types: client_credentials, " + domain.GrantTypeTokenExchange}
 	}
 	if _, ok := form["scope"]; ok {
 		req.HasScope = true
@@ -107,7 +115,12 @@ func (a *API) token(c echo.Context) error {
 	if oe != nil {
 		return writeOAuthError(c, oe)
 	}
-	res, oe := a.svc.IssueToken(c.Request().Context(), req)
+	var res any
+	if req.GrantType == domain.GrantTypeTokenExchange {
+		res, oe = a.svc.ExchangeToken(c.Request().Context(), req)
+	} else {
+		res, oe = a.svc.IssueToken(c.Request().Context(), req)
+	}
 	if oe != nil {
 		return writeOAuthError(c, oe)
 	}

@@ -61,6 +61,12 @@ func (a *API) Routes(e *echo.Echo) {
 	e.POST("/api/v1/token/introspect", a.introspect)
 	e.GET("/agent-info", a.agentInfo)
 
+	// Delegation (agents acting for agents); token exchange is on /oauth2/token.
+	e.POST("/api/v1/oauth2/token/delegate", a.delegate)
+	e.DELETE("/api/v1/oauth2/token/delegate/:chainId", a.revokeDelegation)
+	e.POST("/api/v1/oauth2/token/verify-delegation", a.verifyDelegation)
+	e.GET("/api/v1/oauth2/token/delegations", a.listDelegations)
+
 	g := e.Group("/api/v1/agents")
 	g.POST("", a.createAgent)
 	g.GET("", a.listAgents)
