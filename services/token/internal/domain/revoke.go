@@ -142,9 +142,15 @@ func (s *Service) verifyOwn(token string, now time.Time) (AccessClaims, bool) {
 	if keys == nil || token == "" {
 		return c, false
 	}
+	if cached, ok := s.verified.get(token, keys, now); ok {
+		return cached, true
+	}
 	err := jose.Verify(token, keys, jose.VerifyOptions{Issuer: s.cfg.Issuer, Audience: s.cfg.Audience, Typ: "at+jwt", Now: now}, &c)
 	if err != nil || c.Subject == "" || c.OrganizationID == "" || c.ID == "" {
 		return AccessClaims{}, false
+	}
+	if h, err := jose.ParseUnverifiedHeader(token); err == nil {
+		s.verified.put(token, h.Kid, c)
 	}
 	return c, true
 }

@@ -82,6 +82,7 @@ type Service struct {
 	keys     KeyStore
 	counters Counters
 	usage    *usageBatcher
+	verified *verifiedCache // tokens already verified (introspection, exchange)
 	orgs     *OrgModel
 	pub      Publisher
 	log      *slog.Logger
@@ -129,7 +130,7 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	if d.Orgs == nil {
 		d.Orgs = NewOrgModel(d.Logger)
 	}
-	s := &Service{cfg: cfg, usage: newUsageBatcher(), store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
+	s := &Service{cfg: cfg, usage: newUsageBatcher(), verified: newVerifiedCache(16384), store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
 		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror,
 		delegationPolicy: d.Policy}
 	if err := s.initKeys(ctx, d); err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"sync"
 
 	"github.com/agentidp/agentidp/policies"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
@@ -23,7 +24,17 @@ var ErrEvaluation = errors.New("delegation policy evaluation failed")
 // domain.DelegationPolicy and is safe for concurrent use.
 type Delegation struct {
 	query rego.PreparedEvalQuery
+
+	// Decisions are pure functions of the input and the policy never
+	// changes while the service runs, so repeated inputs (an agent
+	// exchanging the same subject token again) are answered from a
+	// bounded cache, emptied when full.
+	mu    sync.Mutex
+	cache map[string]domain.PolicyDecision
 }
+
+// decisionCacheSize bounds the decision cache.
+const decisionCacheSize = 8192
 
 var _ domain.DelegationPolicy = (*Delegation)(nil)
 
@@ -41,7 +52,7 @@ func NewDelegation(ctx context.Context, fsys fs.FS) (*Delegation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prepare delegation policy: %w", err)
 	}
-	p := &Delegation{query: pq}
+	p := &Delegation{query: pq, cache: map[string]domain.PolicyDecision{}}
 	if _, err := p.Decide(ctx, domain.DelegationInput{}); err != nil {
 		return nil, fmt.Errorf("delegation policy smoke test: %w", err)
 	}
@@ -79,8 +90,31 @@ func value(in domain.DelegationInput) ast.Value {
 }
 
 // Decide implements domain.DelegationPolicy.
+// Decide evaluates the policy for in (or answers from the cache).
 func (p *Delegation) Decide(ctx context.Context, in domain.DelegationInput) (domain.PolicyDecision, error) {
-	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(value(in)))
+	input := value(in)
+	key := input.String()
+	p.mu.Lock()
+	d, ok := p.cache[key]
+	p.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	d, err := p.eval(ctx, input)
+	if err != nil {
+		return d, err
+	}
+	p.mu.Lock()
+	if len(p.cache) >= decisionCacheSize {
+		p.cache = make(map[string]domain.PolicyDecision, decisionCacheSize)
+	}
+	p.cache[key] = d
+	p.mu.Unlock()
+	return d, nil
+}
+
+func (p *Delegation) eval(ctx context.Context, input ast.Value) (domain.PolicyDecision, error) {
+	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(input))
 	if err != nil {
 		return domain.PolicyDecision{}, fmt.Errorf("%w: %v", ErrEvaluation, err)
 	}
