@@ -14,7 +14,8 @@
 #   NATS_SERVER   default $(go env GOPATH)/bin/nats-server
 #   DURATION, WARMUP, CONCURRENCY are passed to the scenario scripts;
 #   GW_CONCURRENCIES (default "1 16") are the gateway-overhead runs;
-#   SKIP_ISSUE=1 skips the issuance runs.
+#   SKIP_ISSUE=1 skips the issuance runs; SKIP_INTROSPECT=1 the
+#   introspection runs (INTROSPECT_CONCURRENCIES, default "16 64").
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -82,5 +83,19 @@ for c in ${GW_CONCURRENCIES:-1 16}; do
 	DIRECT_HEADER="$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes agents:read)" \
 		GW_CONCURRENCY=$c "$here/gateway-overhead.sh"
 done
+
+if [[ -z "${SKIP_INTROSPECT:-}" ]]; then
+	# Introspection (RFC 7662) through the gateway: the caller holds
+	# tokens:read and introspects one token of its organisation.
+	subject="$(curl -fs -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials -d scope=agents:read \
+		"$GATEWAY_URL/oauth2/token" | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')"
+	for c in ${INTROSPECT_CONCURRENCIES:-16 64}; do
+		echo; echo "== introspection through the gateway, c=$c"
+		"$LOADGEN" -url "$GATEWAY_URL/oauth2/introspect" -method POST -body "token=$subject" \
+			-header "Content-Type: application/x-www-form-urlencoded" \
+			-token-url "$GATEWAY_URL/oauth2/token" -client-id "$CLIENT_ID" -client-secret "$CLIENT_SECRET" -scope tokens:read \
+			-c "$c" -d "${DURATION:-10s}" -warmup "${WARMUP:-1s}" -label "introspect-c$c" -quiet
+	done
+fi
 
 psql "$DATABASE_URL" -qc "DROP SCHEMA IF EXISTS ${prefix}token CASCADE; DROP SCHEMA IF EXISTS ${prefix}tier CASCADE; DROP SCHEMA IF EXISTS ${prefix}analytics CASCADE" >/dev/null 2>&1 || true
