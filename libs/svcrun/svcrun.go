@@ -312,3 +312,16 @@ func usage(w io.Writer, spec Spec) {
 		fmt.Fprintf(w, "  %-24s %s\n", n, all[n])
 	}
 }
+
+// OutboxPublisher is the outbox relay's publish function every service
+// uses: JetStream with Nats-Msg-Id = the event id, so a row published twice
+// (a crash between publish and marking it) is dropped as a duplicate.
+func OutboxPublisher(js jetstream.JetStream) sqlstore.PublishFunc {
+	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
+		raw := make([]natsbus.RawMessage, len(msgs))
+		for i, m := range msgs {
+			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
+		}
+		return natsbus.PublishRaw(ctx, js, raw)
+	}
+}

@@ -240,7 +240,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	} else {
 		logger.Warn(DisabledMessage + "; checkout, portal and webhook answer 503, usage counting continues")
 	}
-	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
+	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	domain := subscription.NewService(billingstore.New(d.DB), provider, callCounter{d.Cache}, subscription.Options{
 		Prices:     map[string]string{subscription.TierPro: cfg.PricePro, subscription.TierEnterprise: cfg.PriceEnterprise},
 		SuccessURL: cfg.SuccessURL, CancelURL: cfg.CancelURL, MeterEventName: cfg.MeterEventName,
@@ -270,17 +270,6 @@ func (c callCounter) CallsToday(ctx context.Context, orgID string, day time.Time
 	return v[0], nil
 }
 
-// publisher is the outbox relay's publish function: JetStream with
-// Nats-Msg-Id = event id, so re-publishes are dropped as duplicates.
-func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
-	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, js, raw)
-	}
-}
 
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }

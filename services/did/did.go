@@ -4,6 +4,13 @@
 // seed's /api/v1/agents/{id}/did, W3C DID Resolution results and agent
 // cards. It keeps its own read model of agents, fed by agent.* events, and
 // never calls another service.
+//
+// Private keys live behind the secrets port (libs/secrets) at
+// did/keys/<agent id>/<kid>: in Vault KV v2 when VAULT_ADDR is set, else in
+// the local store sealed with DID_KEY_ENCRYPTION_KEY in the service's
+// database. Keys of the legacy did_sealed_keys table are moved there at
+// start-up. No Vault server can be installed in CI, so the Vault path is
+// tested against libs/secrets/vaulttest.
 package did
 
 import (
@@ -21,11 +28,11 @@ import (
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/natsbus"
+	"github.com/agentidp/agentidp/libs/secrets"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/did/internal/domain"
 	"github.com/agentidp/agentidp/services/did/internal/httpapi"
-	"github.com/agentidp/agentidp/services/did/internal/sealedkeys"
 	didstore "github.com/agentidp/agentidp/services/did/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/did/migrations"
 	"github.com/nats-io/nats.go"
@@ -42,8 +49,8 @@ const Durable = "did"
 // Migrations are the service's schema migrations (postgres/ and sqlite/).
 var Migrations = migrations.FS
 
-// KeyStore keeps DID private keys (PKCS#8 DER) by reference; plug the
-// secrets port in through Config.Keys.
+// KeyStore keeps DID private keys (PKCS#8 DER) by reference. By default the
+// service uses the secrets port (see Config.Vault); Config.Keys replaces it.
 type KeyStore = domain.KeyStore
 
 // DIDData is the payload of did.created and did.key_rotated.
@@ -61,11 +68,16 @@ type Config struct {
 	// WebHost is the did:web host (DID_WEB_HOST), the port's colon
 	// percent-encoded; derived from BaseURL when empty.
 	WebHost string
-	// KeyEncryptionKey seals private keys in the local key store
-	// (DID_KEY_ENCRYPTION_KEY, 32 bytes). Required unless Keys is set.
+	// KeyEncryptionKey seals private keys in the local secrets store
+	// (DID_KEY_ENCRYPTION_KEY, exactly 32 bytes). Required unless Vault or
+	// Keys is set; with them it is needed only to move keys out of the
+	// legacy did_sealed_keys table.
 	KeyEncryptionKey []byte
-	// Keys, when set, replaces the local sealed key store (e.g. an adapter
-	// over libs/secrets). Not read from the environment.
+	// Vault, when set (VAULT_ADDR and the other VAULT_* variables), keeps
+	// the private keys in Vault KV v2 instead of the local store.
+	Vault *secrets.VaultConfig
+	// Keys, when set, replaces the secrets-port key store. Not read from
+	// the environment.
 	Keys KeyStore
 	// RetiredKeyTTL is how long a rotated-out key stays listed
 	// (DID_KEY_RETIRED_TTL, default 24h).
@@ -87,13 +99,14 @@ func DefaultConfig() Config {
 func ConfigFromEnv(env *config.Env) Config {
 	d := DefaultConfig()
 	cfg := Config{
-		BaseURL:          env.String("DID_BASE_URL", d.BaseURL),
-		WebHost:          env.String("DID_WEB_HOST", ""),
-		KeyEncryptionKey: env.Key("DID_KEY_ENCRYPTION_KEY", 32, true),
-		RetiredKeyTTL:    env.Duration("DID_KEY_RETIRED_TTL", d.RetiredKeyTTL),
-		CacheSize:        env.Int("DID_CACHE_SIZE", d.CacheSize),
-		CacheTTL:         d.CacheTTL,
+		BaseURL:       env.String("DID_BASE_URL", d.BaseURL),
+		WebHost:       env.String("DID_WEB_HOST", ""),
+		Vault:         secrets.VaultConfigFromEnv(env),
+		RetiredKeyTTL: env.Duration("DID_KEY_RETIRED_TTL", d.RetiredKeyTTL),
+		CacheSize:     env.Int("DID_CACHE_SIZE", d.CacheSize),
+		CacheTTL:      d.CacheTTL,
 	}
+	cfg.KeyEncryptionKey = env.Key("DID_KEY_ENCRYPTION_KEY", 32, cfg.Vault == nil)
 	if err := cfg.validate(); err != nil {
 		env.Fail("%v", err)
 	}
@@ -104,7 +117,14 @@ func ConfigFromEnv(env *config.Env) Config {
 var Env = map[string]string{
 	"DID_BASE_URL":           "public base URL of the IdP, for service endpoints in DID documents (default http://localhost:8080)",
 	"DID_WEB_HOST":           "did:web host, port colon percent-encoded, e.g. idp.example.com or localhost%3A8080 (default: from DID_BASE_URL)",
-	"DID_KEY_ENCRYPTION_KEY": "32-byte key (hex or base64) sealing DID private keys in the local key store (required)",
+	"DID_KEY_ENCRYPTION_KEY": "32-byte key (hex or base64) sealing DID private keys in the local secrets store (AES-256-GCM); required unless VAULT_ADDR is set, and then still needed once to move keys out of the legacy did_sealed_keys table",
+	"VAULT_ADDR":             "Vault address: set = DID private keys in Vault KV v2 at <VAULT_MOUNT>/data/<VAULT_PATH_PREFIX>/did/keys/<agentId>/<kid>; unset = local store in the database",
+	"VAULT_TOKEN":            "Vault token (or VAULT_ROLE_ID + VAULT_SECRET_ID); required when VAULT_ADDR is set",
+	"VAULT_ROLE_ID":          "Vault AppRole role_id (with VAULT_SECRET_ID, used when VAULT_TOKEN is empty)",
+	"VAULT_SECRET_ID":        "Vault AppRole secret_id (with VAULT_ROLE_ID)",
+	"VAULT_MOUNT":            "Vault KV v2 mount (default secret)",
+	"VAULT_PATH_PREFIX":      "prefix under the mount (default agentidp)",
+	"VAULT_TIMEOUT":          "per-request Vault timeout (default 10s)",
 	"DID_KEY_RETIRED_TTL":    "how long a rotated-out key stays listed in the DID document (default 24h)",
 	"DID_CACHE_SIZE":         "DID documents cached in memory (default 10000)",
 }
@@ -123,7 +143,7 @@ func (cfg *Config) validate() error {
 	if !domain.ValidWebHost(cfg.WebHost) {
 		return fmt.Errorf("DID_WEB_HOST=%q: must be a host name with an optional %%3A-encoded port", cfg.WebHost)
 	}
-	if cfg.Keys == nil && len(cfg.KeyEncryptionKey) != 32 {
+	if (cfg.Keys == nil && cfg.Vault == nil || len(cfg.KeyEncryptionKey) > 0) && len(cfg.KeyEncryptionKey) != 32 {
 		return errors.New("DID_KEY_ENCRYPTION_KEY: must be exactly 32 bytes (hex or base64)")
 	}
 	if cfg.RetiredKeyTTL < 0 {
@@ -162,6 +182,7 @@ type Service struct {
 	nc      *nats.Conn
 	reg     prometheus.Registerer
 	logger  *slog.Logger
+	ping    func(context.Context) error
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -203,15 +224,14 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if err := d.DB.EnsureOutbox(ctx); err != nil {
 		return nil, fmt.Errorf("did: %w", err)
 	}
-	keys := cfg.Keys
-	if keys == nil {
-		local, err := sealedkeys.New(d.DB, cfg.KeyEncryptionKey)
-		if err != nil {
-			return nil, fmt.Errorf("did: %w", err)
-		}
-		keys = local
+	keys, ping, err := openKeys(ctx, cfg, d)
+	if err != nil {
+		return nil, fmt.Errorf("did: key store: %w", err)
 	}
-	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
+	if err := migrateLegacyKeys(ctx, cfg, d, keys, logger); err != nil {
+		return nil, fmt.Errorf("did: %w", err)
+	}
+	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	dom := domain.NewService(didstore.New(d.DB), keys, domain.Options{
 		WebHost: cfg.WebHost, BaseURL: cfg.BaseURL, RetiredTTL: cfg.RetiredKeyTTL,
 		CacheSize: cfg.CacheSize, CacheTTL: cfg.CacheTTL, Logger: logger, Notify: relay.Notify,
@@ -227,20 +247,10 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		nc:      d.NATS,
 		reg:     reg,
 		logger:  logger,
+		ping:    ping,
 	}, nil
 }
 
-// publisher is the outbox relay's publish function: JetStream with
-// Nats-Msg-Id = event id, so re-publishes are dropped as duplicates.
-func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
-	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, js, raw)
-	}
-}
 
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
@@ -290,8 +300,14 @@ func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {
 	return nil
 }
 
-// Checks has no service-specific checks beyond the dependencies svcrun adds.
-func (s *Service) Checks() map[string]httpx.Check { return map[string]httpx.Check{} }
+// Checks reports whether the secrets store (Vault, when configured)
+// answers; a Config.Keys store brings no check.
+func (s *Service) Checks() map[string]httpx.Check {
+	if s.ping == nil {
+		return map[string]httpx.Check{}
+	}
+	return map[string]httpx.Check{"secrets": s.ping}
+}
 
 // HandleEvent applies one agent event synchronously (the all-in-one binary
 // and tests; production goes through the durable consumer).

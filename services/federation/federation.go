@@ -201,7 +201,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		Shared:      d.Cache,
 		Logger:      logger,
 	})
-	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
+	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	dom := domain.NewService(fedstore.New(d.DB), keys, domain.Options{
 		Audience: cfg.Audience, AllowInsecure: cfg.AllowInsecure, Allow: cfg.AllowPrivate, Logger: logger, Notify: relay.Notify,
 	})
@@ -215,17 +215,6 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	}, nil
 }
 
-// publisher is the outbox relay's publish function: JetStream with
-// Nats-Msg-Id = event id, so re-publishes are dropped as duplicates.
-func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
-	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, js, raw)
-	}
-}
 
 // Handler serves the public API and the internal exchange check.
 func (s *Service) Handler() http.Handler { return s.handler }

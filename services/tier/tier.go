@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tier: %w", err)
 	}
-	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
+	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	store := tierstore.New(d.DB)
 	domain := org.NewService(store, natskv.New(kv), usagecache.New(d.Cache), relay.Notify, logger)
 	return &Service{
@@ -215,17 +215,6 @@ func prepareDB(ctx context.Context, db *sqlstore.DB) error {
 	return nil
 }
 
-// publisher is the outbox relay's publish function: JetStream with
-// Nats-Msg-Id = event id, so re-publishes are dropped as duplicates.
-func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
-	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, js, raw)
-	}
-}
 
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }

@@ -105,13 +105,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	s := &Service{d: d, orgs: domain.NewOrgModel(d.Logger), cfg: cfg}
 	// s.revs is assigned below, before any commit can call the mirror.
 	mirror := func(ctx context.Context, revs []domain.Revocation) { s.revs.Put(ctx, revs) }
-	s.relay = lib.NewRelay(d.DB, func(ctx context.Context, msgs []lib.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, d.JS, raw)
-	}, lib.RelayOptions{Logger: d.Logger, Registerer: d.Registry, Service: Name})
+	s.relay = lib.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), lib.RelayOptions{Logger: d.Logger, Registerer: d.Registry, Service: Name})
 	s.async = natsbus.NewAsyncPublisher(d.JS, natsbus.AsyncOptions{Service: Name, Registerer: d.Registry, Logger: d.Logger})
 	// The delegation policy is prepared once; every exchange evaluates it.
 	policy, err := opa.NewDelegation(ctx, nil)
@@ -127,7 +121,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, Alg: cfg.SigningAlg,
 		Pepper: cfg.SecretPepper, ClientCacheTTL: cfg.ClientCacheTTL, ClientCacheSize: cfg.ClientCacheSize,
 		RotationGrace: cfg.RotationGrace, MaxDelegationDepth: cfg.MaxDelegationDepth,
-	}, domain.Deps{Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		AssertionMaxLifetime: cfg.ClientAuth.AssertionMaxLifetime, JWKSAllowPrivate: cfg.ClientAuth.JWKSAllowPrivate,
+		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure,
+	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
 	if err != nil {
 		s.async.Close()
