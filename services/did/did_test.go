@@ -38,14 +38,21 @@ type harness struct {
 	svc     *did.Service
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil, nil) }
+
+// newHarnessWith runs the service over db (a fresh SQLite file when nil)
+// with the test configuration changed by configure.
+func newHarnessWith(t *testing.T, db *sqlstore.DB, configure func(*did.Config)) *harness {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "did.db")})
-	if err != nil {
-		t.Fatal(err)
+	if db == nil {
+		var err error
+		db, err = sqlstore.Open(ctx, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "did.db")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
 	}
-	t.Cleanup(func() { db.Close() })
 	srv := natstest.Start(t)
 	nc, js := srv.Connect(t)
 	codec, err := authn.NewCodec(bytes.Repeat([]byte("k"), 32))
@@ -55,6 +62,9 @@ func newHarness(t *testing.T) *harness {
 	cfg := did.DefaultConfig()
 	cfg.BaseURL = "https://idp.example.com:8443"
 	cfg.KeyEncryptionKey = bytes.Repeat([]byte{1}, 32)
+	if configure != nil {
+		configure(&cfg)
+	}
 	svc, err := did.New(ctx, cfg, &svcrun.Deps{Service: "did", Registry: prometheus.NewRegistry(), DB: db, NATS: nc, JS: js, Codec: codec})
 	if err != nil {
 		t.Fatalf("did.New = %v", err)

@@ -33,3 +33,34 @@ func TestConfigFromEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigFromEnvVault(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		vars    map[string]string
+		vault   bool
+		wantErr string
+	}{
+		{"local needs the key", map[string]string{}, false, "WEBHOOK_SECRET_KEY"},
+		{"vault without key", map[string]string{"VAULT_ADDR": "https://vault:8200", "VAULT_TOKEN": "hvs.x"}, true, ""},
+		{"vault with approle", map[string]string{"VAULT_ADDR": "https://vault:8200", "VAULT_ROLE_ID": "r", "VAULT_SECRET_ID": "s"}, true, ""},
+		{"vault without credentials", map[string]string{"VAULT_ADDR": "https://vault:8200"}, true, "VAULT_TOKEN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := config.New(func(k string) string { return tc.vars[k] })
+			cfg := webhook.ConfigFromEnv(env)
+			err := env.Err()
+			if (cfg.Vault != nil) != tc.vault {
+				t.Errorf("Got(cfg.Vault) = %+v; want set = %v", cfg.Vault, tc.vault)
+			}
+			if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Errorf("Got(ConfigFromEnv error) = %v; want %q", err, tc.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), "hvs.x") {
+				t.Errorf("error %q leaks the token", err)
+			}
+		})
+	}
+}

@@ -290,3 +290,9 @@ func (e *env) subscribe(t *testing.T, typ events.Type) func() []events.Envelope 
 		return append([]events.Envelope(nil), got...)
 	}
 }
+
+// tryService is service without the test failing on a New error.
+func (e *env) tryService(cfg webhook.Config) (*webhook.Service, error) {
+	return webhook.New(context.Background(), cfg, &svcrun.Deps{Service: "webhook", Registry: prometheus.NewRegistry(),
+		DB: e.db, NATS: e.nc, JS: e.js, Codec: e.codec})
+}

@@ -4,11 +4,17 @@
 // it signed per Standard Webhooks, retrying along a schedule, then
 // dead-lettering the message (visible and redeliverable) and disabling
 // endpoints that are gone or failing for too long.
+//
+// Signing secrets (whsec_..., shown once at creation and rotation) live
+// behind the secrets port (libs/secrets) at webhook/secrets/<webhook id>:
+// in Vault KV v2 when VAULT_ADDR is set, else in the local store sealed
+// with WEBHOOK_SECRET_KEY in the service's database. Secrets of the legacy
+// webhook_secrets table are moved there at start-up. No Vault server can be
+// installed in CI, so the Vault path is tested against libs/secrets/vaulttest.
 package webhook
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,10 +28,12 @@ import (
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/safehttp"
+	"github.com/agentidp/agentidp/libs/secrets"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/webhook/internal/hook"
 	"github.com/agentidp/agentidp/services/webhook/internal/httpapi"
+	"github.com/agentidp/agentidp/services/webhook/internal/secretstore"
 	whstore "github.com/agentidp/agentidp/services/webhook/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/webhook/migrations"
 	"github.com/nats-io/nats.go/jetstream"
@@ -72,9 +80,15 @@ type Config struct {
 	// PollInterval is how often due retries are looked for
 	// (WEBHOOK_POLL_INTERVAL, default 1s); new events wake workers at once.
 	PollInterval time.Duration
-	// SecretKey seals signing secrets in the local secret store
-	// (WEBHOOK_SECRET_KEY, 32+ bytes hex or base64; required outside dev mode).
+	// SecretKey seals signing secrets in the local secrets store
+	// (WEBHOOK_SECRET_KEY, 32+ bytes hex or base64; a key of any other
+	// length than 32 bytes is reduced to 32 with SHA-256). Required outside
+	// dev mode unless Vault is set; with Vault it is needed only to move
+	// secrets out of the legacy webhook_secrets table.
 	SecretKey []byte
+	// Vault, when set (VAULT_ADDR and the other VAULT_* variables), keeps
+	// the signing secrets in Vault KV v2 instead of the local store.
+	Vault *secrets.VaultConfig
 }
 
 // DefaultConfig returns the development defaults. SecretKey is empty: New
@@ -102,9 +116,10 @@ func ConfigFromEnv(env *config.Env) Config {
 		MaxConcurrencyPerEndpoint: env.Int("WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT", d.MaxConcurrencyPerEndpoint),
 		Workers:                   env.Int("WEBHOOK_WORKERS", d.Workers),
 		PollInterval:              env.Duration("WEBHOOK_POLL_INTERVAL", d.PollInterval),
-		SecretKey:                 env.Key("WEBHOOK_SECRET_KEY", 32, true),
+		Vault:                     secrets.VaultConfigFromEnv(env),
 		RetrySchedule:             d.RetrySchedule,
 	}
+	cfg.SecretKey = env.Key("WEBHOOK_SECRET_KEY", 32, cfg.Vault == nil)
 	allow, err := safehttp.ParseAllowList(env.String("WEBHOOK_ALLOW_PRIVATE", ""))
 	if err != nil {
 		env.Fail("WEBHOOK_ALLOW_PRIVATE: %v", err)
@@ -149,7 +164,14 @@ var Env = map[string]string{
 	"WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "requests in flight per endpoint (default 4)",
 	"WEBHOOK_WORKERS":                      "requests in flight per process (default 16)",
 	"WEBHOOK_POLL_INTERVAL":                "how often due retries are looked for (default 1s)",
-	"WEBHOOK_SECRET_KEY":                   "32+ bytes (hex or base64) sealing the signing secrets in the database (required)",
+	"WEBHOOK_SECRET_KEY":                   "32+ bytes (hex or base64; other lengths than 32 are hashed to 32 with SHA-256) sealing the signing secrets in the local secrets store (AES-256-GCM); required unless VAULT_ADDR is set, and then still needed once to move secrets out of the legacy webhook_secrets table",
+	"VAULT_ADDR":                           "Vault address: set = signing secrets in Vault KV v2 at <VAULT_MOUNT>/data/<VAULT_PATH_PREFIX>/webhook/secrets/<id>; unset = local store in the database",
+	"VAULT_TOKEN":                          "Vault token (or VAULT_ROLE_ID + VAULT_SECRET_ID); required when VAULT_ADDR is set",
+	"VAULT_ROLE_ID":                        "Vault AppRole role_id (with VAULT_SECRET_ID, used when VAULT_TOKEN is empty)",
+	"VAULT_SECRET_ID":                      "Vault AppRole secret_id (with VAULT_ROLE_ID)",
+	"VAULT_MOUNT":                          "Vault KV v2 mount (default secret)",
+	"VAULT_PATH_PREFIX":                    "prefix under the mount (default agentidp)",
+	"VAULT_TIMEOUT":                        "per-request Vault timeout (default 10s)",
 }
 
 // Spec describes the webhook binary for svcrun.
@@ -180,14 +202,13 @@ type Service struct {
 	logger     *slog.Logger
 	reg        prometheus.Registerer
 
+	secrets *secretstore.Store
+
 	mu          sync.Mutex
 	consumerErr error
 }
 
 var _ svcrun.Service = (*Service)(nil)
-
-// devSecretKey seals secrets in `agentidp dev` when no key is configured.
-var devSecretKey = sha256.Sum256([]byte("agentidp dev webhook secret key - not for production"))
 
 // New builds the service from its dependencies (DB, JS and Codec are
 // required). It applies the migrations and creates the outbox table, both
@@ -223,16 +244,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if d.Registry == nil {
 		reg = prometheus.NewRegistry()
 	}
-	kek := cfg.SecretKey
-	switch {
-	case len(kek) == 0 && d.Embedded:
-		logger.Warn("WEBHOOK_SECRET_KEY not set: sealing webhook secrets with the fixed development key")
-		kek = devSecretKey[:]
-	case len(kek) == 0:
-		return nil, errors.New("webhook: a secret key (WEBHOOK_SECRET_KEY) is required")
-	case len(kek) != 32:
-		k := sha256.Sum256(kek)
-		kek = k[:]
+	kek, err := secretKey(cfg, d.Embedded, logger)
+	if err != nil {
+		return nil, fmt.Errorf("webhook: %w", err)
 	}
 	if err := d.DB.Migrate(ctx, Migrations); err != nil {
 		return nil, fmt.Errorf("webhook: migrate: %w", err)
@@ -240,13 +254,17 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if err := d.DB.EnsureOutbox(ctx); err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}
-	secrets, err := whstore.NewSealedSecrets(d.DB, kek)
+	port, err := openSecrets(ctx, cfg, d, kek)
 	if err != nil {
+		return nil, fmt.Errorf("webhook: secrets store: %w", err)
+	}
+	signing := secretstore.New(port)
+	if err := migrateLegacySecrets(ctx, d, kek, signing, logger); err != nil {
 		return nil, fmt.Errorf("webhook: %w", err)
 	}
 	store := whstore.New(d.DB)
-	relay := sqlstore.NewRelay(d.DB, publisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
-	dispatcher := hook.NewDispatcher(store, secrets, hook.DispatcherOptions{
+	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
+	dispatcher := hook.NewDispatcher(store, signing, hook.DispatcherOptions{
 		Client: safehttp.NewClient(safehttp.Options{Allow: cfg.AllowPrivate, Timeout: cfg.Timeout,
 			MaxConnsPerHost: cfg.MaxConcurrencyPerEndpoint}),
 		Schedule:       cfg.RetrySchedule,
@@ -260,7 +278,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		Metrics:        hook.NewMetrics(reg),
 		Logger:         logger,
 	})
-	api := hook.NewService(store, secrets, hook.Options{AllowPrivate: cfg.AllowPrivate, RequireHTTPS: cfg.RequireHTTPS,
+	api := hook.NewService(store, signing, hook.Options{AllowPrivate: cfg.AllowPrivate, RequireHTTPS: cfg.RequireHTTPS,
 		RotationOverlap: cfg.RotationOverlap, Notify: dispatcher.Kick, Logger: logger})
 	return &Service{
 		cfg:        cfg,
@@ -270,20 +288,10 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		handler:    httpapi.NewHandler(api, d.Codec, logger, httpx.NewMetrics(reg, Name)),
 		logger:     logger,
 		reg:        reg,
+		secrets:    signing,
 	}, nil
 }
 
-// publisher is the outbox relay's publish function: JetStream with
-// Nats-Msg-Id = event id, so re-publishes are dropped as duplicates.
-func publisher(js jetstream.JetStream) sqlstore.PublishFunc {
-	return func(ctx context.Context, msgs []sqlstore.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, js, raw)
-	}
-}
 
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
@@ -326,9 +334,11 @@ func (s *Service) ingest(ctx context.Context, batch []natsbus.Delivery) error {
 	return s.dispatcher.Ingest(ctx, evs)
 }
 
-// Checks reports a background loop that stopped with an error.
+// Checks reports a background loop that stopped with an error and whether
+// the secrets store (Vault, when configured) answers.
 func (s *Service) Checks() map[string]httpx.Check {
 	return map[string]httpx.Check{
+		"secrets": s.secrets.Ping,
 		"workers": func(context.Context) error {
 			s.mu.Lock()
 			defer s.mu.Unlock()

@@ -6,6 +6,7 @@ package domain
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
@@ -96,9 +97,10 @@ type Store interface {
 	RotateKey(ctx context.Context, k Key, mkEvents func(retired Key) ([]events.Envelope, error)) (Key, error)
 }
 
-// KeyStore keeps DID private keys (PKCS#8 DER) by reference. Implementations:
-// the local AES-GCM sealed table (internal/sealedkeys) and, later, the
-// secrets port (Vault KV v2).
+// KeyStore keeps DID private keys (PKCS#8 DER) by reference. The service
+// uses internal/secretkeys, an adapter over the secrets port (Vault KV v2
+// when configured, else the local sealed store); internal/sealedkeys, the
+// legacy table, is only a migration source.
 type KeyStore interface {
 	// Put stores the private key at ref; storing the same ref twice is
 	// not an error.
@@ -107,9 +109,29 @@ type KeyStore interface {
 	Get(ctx context.Context, ref string) ([]byte, error)
 }
 
+// KeyRefPrefix starts every key reference: a reference is the key's path
+// in the secrets store, KeyRefPrefix + subject + "/" + kid.
+const KeyRefPrefix = "did/keys/"
+
+// LegacyKeyRefPrefix starts the references written before the secrets
+// port ("did/<subject>/<kid>", rows of the did_sealed_keys table).
+const LegacyKeyRefPrefix = "did/"
+
 // KeyRef is where the private key kid of subject is kept.
 func KeyRef(subject, kid string) string {
-	return "did/" + subject + "/" + kid
+	return KeyRefPrefix + subject + "/" + kid
+}
+
+// MigratedKeyRef maps a legacy reference "did/<subject>/<kid>" to
+// KeyRef(subject, kid); any other reference is returned unchanged.
+func MigratedKeyRef(ref string) string {
+	if strings.HasPrefix(ref, KeyRefPrefix) {
+		return ref
+	}
+	if rest, ok := strings.CutPrefix(ref, LegacyKeyRefPrefix); ok {
+		return KeyRefPrefix + rest
+	}
+	return ref
 }
 
 // DIDData is the payload of did.created and did.key_rotated.

@@ -1,7 +1,13 @@
-// Package sealedkeys is the local DID key store: private keys sealed with
-// AES-256-GCM under a key-encryption key from the configuration, in a table
-// of the did service's own database. It stands in for the secrets port
-// (Vault KV v2) in development and single-node deployments.
+// Package sealedkeys is the pre-secrets-port DID key store: private keys
+// sealed with AES-256-GCM under a key-encryption key from the
+// configuration, in the table did_sealed_keys of the did service's own
+// database.
+//
+// It is kept only as a migration source: at start-up the service copies
+// every row into the secrets port (LegacyRefs, Get, then Migrated). The
+// table is not dropped (a later migration may, once every install has
+// started this version): a numbered migration dropping it would run before
+// the copy.
 package sealedkeys
 
 import (
@@ -76,4 +82,47 @@ func (s *Store) Get(ctx context.Context, ref string) ([]byte, error) {
 		return nil, fmt.Errorf("sealedkeys: open %s: wrong key or tampered row", ref)
 	}
 	return pt, nil
+}
+
+// LegacyRefs returns the references of every key still in the legacy
+// table (no key needed: references are not secret).
+func LegacyRefs(ctx context.Context, db *sqlstore.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT ref FROM did_sealed_keys ORDER BY ref`)
+	if err != nil {
+		return nil, fmt.Errorf("sealedkeys: list: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, fmt.Errorf("sealedkeys: list: %w", err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sealedkeys: list: %w", err)
+	}
+	return out, nil
+}
+
+// Migrated records that the key at oldRef now lives at newRef in the
+// secrets port: in one transaction the public key rows (agent_did_keys)
+// pointing at oldRef are repointed and the sealed row is deleted. Call it
+// only after the copy was written, so that a crash in between leaves the
+// row to be copied again at the next start.
+func (s *Store) Migrated(ctx context.Context, oldRef, newRef string) error {
+	err := s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
+		if oldRef != newRef {
+			if _, err := tx.ExecContext(ctx, `UPDATE agent_did_keys SET key_ref = ? WHERE key_ref = ?`, newRef, oldRef); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM did_sealed_keys WHERE ref = ?`, oldRef)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sealedkeys: finish migration of %s: %w", oldRef, err)
+	}
+	return nil
 }

@@ -25,11 +25,20 @@ const (
 	SecretPrefix          = "whsec_"
 	maxNameLen            = 100
 	maxEventsPerEndpoint  = 64
-	secretPathPrefix      = "webhooks/"
 	secretKeyCurrent      = "current"
 	secretKeyPrevious     = "previous"
 	secretKeyPreviousTill = "previous_until"
 )
+
+// SecretPathPrefix is where signing secrets live in the SecretStore:
+// SecretPathPrefix + webhook id (Vault KV v2:
+// <mount>/data/<prefix>/webhook/secrets/<id>).
+const SecretPathPrefix = "webhook/secrets/"
+
+// LegacySecretPathPrefix is the prefix of secret paths written before the
+// secrets port (rows of the old webhook_secrets table); they are moved to
+// SecretPathPrefix at start-up.
+const LegacySecretPathPrefix = "webhooks/"
 
 // Delivery statuses.
 const (
@@ -165,8 +174,9 @@ type Store interface {
 var ErrSecretNotFound = errors.New("secret not found")
 
 // SecretStore keeps signing secrets outside the subscription table. It is
-// the subset of libs/secrets.Store the service needs (Vault KV v2 in
-// production); internal/sqlstore has a local AES-GCM sealed implementation.
+// the subset of libs/secrets.Store the service needs; internal/secretstore
+// adapts the secrets port (Vault KV v2 when configured, else the local
+// sealed store in the service's database) to it.
 type SecretStore interface {
 	// Put writes a new version of the secret at path and returns it.
 	Put(ctx context.Context, path string, data map[string]string) (int, error)

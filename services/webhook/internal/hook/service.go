@@ -137,7 +137,7 @@ func (s *Service) Create(ctx context.Context, orgID string, in CreateInput) (Sub
 	now := s.now()
 	sub := Subscription{ID: IDPrefix + uuid.NewString(), OrganizationID: orgID, Name: in.Name, URL: in.URL,
 		Events: evs, Active: true, CreatedAt: now, UpdatedAt: now}
-	sub.SecretPath = secretPathPrefix + sub.ID
+	sub.SecretPath = SecretPathPrefix + sub.ID
 	// The secret is written first: a subscription row never exists without
 	// its secret. A failed insert leaves an orphan we delete best-effort.
 	if _, err := s.secrets.Put(ctx, sub.SecretPath, map[string]string{secretKeyCurrent: secret}); err != nil {

@@ -15,13 +15,17 @@ import (
 	"github.com/agentidp/agentidp/services/webhook/internal/hook"
 )
 
-// SealedSecrets is a hook.SecretStore that keeps secrets in the service's
-// own database, sealed with AES-256-GCM under a key-encryption key from the
-// configuration (the path is the additional data, so a sealed value cannot
-// be moved to another path). It keeps only the latest version.
+// SealedSecrets is the pre-secrets-port hook.SecretStore: secrets in the
+// service's own table webhook_secrets, sealed with AES-256-GCM under a
+// key-encryption key from the configuration (the path is the additional
+// data, so a sealed value cannot be moved to another path), latest version
+// only.
 //
-// TODO(secrets): replace with libs/secrets (Vault KV v2 / local sealed) once
-// that library lands; hook.SecretStore is shaped after its Put/Get/Delete.
+// It is kept only as a migration source: at start-up the service copies
+// every row into the secrets port (LegacySecretPaths, Get, then Migrated) so installs
+// upgraded from it keep their endpoints' secrets. The table is not dropped
+// (a later migration may, once every install has started this version):
+// dropping it in a numbered migration would run before the copy.
 type SealedSecrets struct {
 	db   *sqlstore.DB
 	aead cipher.AEAD
@@ -99,6 +103,50 @@ func (s *SealedSecrets) Get(ctx context.Context, path string) (map[string]string
 func (s *SealedSecrets) Delete(ctx context.Context, path string) error {
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM webhook_secrets WHERE path = ?`, path); err != nil {
 		return fmt.Errorf("delete secret: %w", err)
+	}
+	return nil
+}
+
+// LegacySecretPaths returns the paths of every secret still in the legacy
+// table webhook_secrets (no key needed: paths are not secret).
+func LegacySecretPaths(ctx context.Context, db *sqlstore.DB) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT path FROM webhook_secrets ORDER BY path`)
+	if err != nil {
+		return nil, fmt.Errorf("list legacy secrets: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("list legacy secrets: %w", err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list legacy secrets: %w", err)
+	}
+	return out, nil
+}
+
+// Migrated records that the legacy secret at oldPath now lives at newPath
+// in the secrets port: in one transaction the subscriptions pointing at
+// oldPath are repointed and the legacy row is deleted. Call it only after
+// the copy was written, so that a crash in between leaves the row to be
+// copied again at the next start (the copy is then a newer version of the
+// same data).
+func (s *SealedSecrets) Migrated(ctx context.Context, oldPath, newPath string) error {
+	err := s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
+		if oldPath != newPath {
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_subscriptions SET secret_path = ? WHERE secret_path = ?`, newPath, oldPath); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM webhook_secrets WHERE path = ?`, oldPath)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("finish migration of legacy secret %s: %w", oldPath, err)
 	}
 	return nil
 }

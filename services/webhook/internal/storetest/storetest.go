@@ -1,12 +1,12 @@
 // Package storetest is the conformance suite of hook.Store and
 // hook.SecretStore: every implementation (PostgreSQL and SQLite through
-// internal/sqlstore) must pass it.
+// internal/sqlstore; the secrets-port adapter on Local and Vault) must pass
+// it.
 package storetest
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -55,7 +55,7 @@ func newSub(t *testing.T, h Harness, orgID string, at time.Time, evs ...string) 
 		evs = []string{hook.WildcardEvent}
 	}
 	s := hook.Subscription{ID: hook.IDPrefix + uuid.NewString(), OrganizationID: orgID, Name: "hook", URL: "https://example.com/hook",
-		Events: evs, Active: true, SecretPath: "webhooks/x", CreatedAt: at, UpdatedAt: at}
+		Events: evs, Active: true, SecretPath: hook.SecretPathPrefix + "x", CreatedAt: at, UpdatedAt: at}
 	if err := h.Store.CreateSubscription(context.Background(), s); err != nil {
 		t.Fatalf("CreateSubscription = %v", err)
 	}
@@ -393,27 +393,45 @@ func testDeliveries(t *testing.T, h Harness) {
 }
 
 func testSecrets(t *testing.T, h Harness) {
+	RunSecrets(t, func(*testing.T) hook.SecretStore { return h.Secrets })
+}
+
+// RunSecrets checks the hook.SecretStore contract on the store newSecrets
+// returns (used for the secrets-port adapter on every backend).
+func RunSecrets(t *testing.T, newSecrets func(t *testing.T) hook.SecretStore) {
+	t.Helper()
+	s := newSecrets(t)
 	ctx := context.Background()
-	path := fmt.Sprintf("webhooks/%s", uuid.NewString())
-	if _, err := h.Secrets.Get(ctx, path); !errors.Is(err, hook.ErrSecretNotFound) {
+	path := hook.SecretPathPrefix + hook.IDPrefix + uuid.NewString()
+	if _, err := s.Get(ctx, path); !errors.Is(err, hook.ErrSecretNotFound) {
 		t.Errorf("Get(missing) = %v; want ErrSecretNotFound", err)
 	}
-	v1, err := h.Secrets.Put(ctx, path, map[string]string{"current": "a"})
+	v1, err := s.Put(ctx, path, map[string]string{"current": "a"})
 	if err != nil {
 		t.Fatalf("Put = %v", err)
 	}
-	v2, err := h.Secrets.Put(ctx, path, map[string]string{"current": "b", "previous": "a"})
+	v2, err := s.Put(ctx, path, map[string]string{"current": "b", "previous": "a"})
 	if err != nil || v2 <= v1 {
 		t.Fatalf("Put again = %d, %v; want a version above %d", v2, err, v1)
 	}
-	got, err := h.Secrets.Get(ctx, path)
+	got, err := s.Get(ctx, path)
 	if err != nil || got["current"] != "b" || got["previous"] != "a" {
 		t.Errorf("Get = %v, %v; want the latest data", got, err)
 	}
-	if err := h.Secrets.Delete(ctx, path); err != nil {
+	if err := s.Delete(ctx, path); err != nil {
 		t.Fatalf("Delete = %v", err)
 	}
-	if _, err := h.Secrets.Get(ctx, path); !errors.Is(err, hook.ErrSecretNotFound) {
+	if _, err := s.Get(ctx, path); !errors.Is(err, hook.ErrSecretNotFound) {
 		t.Errorf("Get(deleted) = %v; want ErrSecretNotFound", err)
+	}
+	if err := s.Delete(ctx, path); err != nil {
+		t.Errorf("Delete(missing) = %v; want nil", err)
+	}
+	rotated := map[string]string{"current": "whsec_new", "previous": "whsec_old", "previous_until": "2026-03-02T12:00:00.123456789Z"}
+	if _, err := s.Put(ctx, path, rotated); err != nil {
+		t.Fatalf("Put(after delete) = %v", err)
+	}
+	if got, err := s.Get(ctx, path); err != nil || len(got) != len(rotated) || got["previous_until"] != rotated["previous_until"] {
+		t.Errorf("Get = %v, %v; want %v", got, err, rotated)
 	}
 }
