@@ -292,7 +292,6 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	}, nil
 }
 
-
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
 
