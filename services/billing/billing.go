@@ -270,7 +270,6 @@ func (c callCounter) CallsToday(ctx context.Context, orgID string, day time.Time
 	return v[0], nil
 }
 
-
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
 

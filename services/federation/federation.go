@@ -215,7 +215,6 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	}, nil
 }
 
-
 // Handler serves the public API and the internal exchange check.
 func (s *Service) Handler() http.Handler { return s.handler }
 

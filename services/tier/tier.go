@@ -215,7 +215,6 @@ func prepareDB(ctx context.Context, db *sqlstore.DB) error {
 	return nil
 }
 
-
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
 
