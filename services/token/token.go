@@ -176,6 +176,9 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	if err := s.svc.PublishAgentCounts(ctx); err != nil {
+		s.d.Logger.Warn("publish agent counts at start", "err", err)
+	}
 	usageDone := make(chan struct{})
 	go func() { defer close(usageDone); s.svc.RunUsageFlusher(ctx, 250*time.Millisecond) }()
 	defer func() { cancel(); <-usageDone }()

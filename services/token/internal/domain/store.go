@@ -70,6 +70,9 @@ type Store interface {
 	// duplicate (org, email) fails with ErrAgentExists. It returns the org's
 	// count of non-decommissioned agents after the insert.
 	CreateAgent(ctx context.Context, a Agent, maxAgents int64, evs []events.Envelope) (int64, error)
+	// CountAgentsByOrg returns every organisation's number of
+	// non-decommissioned agents (organisations with none are absent).
+	CountAgentsByOrg(ctx context.Context) (map[string]int64, error)
 	// GetAgent returns the agent or ErrNotFound.
 	GetAgent(ctx context.Context, orgID, agentID string) (Agent, error)
 	// AgentOrg returns the organisation an agent belongs to, or
@@ -124,6 +127,7 @@ type Store interface {
 	SigningKeys(ctx context.Context) ([]SealedKey, error)
 
 	DelegationStore
+	ClientKeyStore
 }
 
 // SealedKey is a signing key row: the private key is sealed (encrypted).

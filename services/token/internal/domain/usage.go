@@ -82,3 +82,21 @@ func (s *Service) RunUsageFlusher(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// PublishAgentCounts writes every organisation's agent count to the shared
+// counters (tier's /tiers/status reads them). It runs at start, so counts
+// of agents created outside the service — `agentidp bootstrap` writes to
+// the database directly — are right from the first request.
+func (s *Service) PublishAgentCounts(ctx context.Context) error {
+	if s.counters == nil {
+		return nil
+	}
+	counts, err := s.store.CountAgentsByOrg(ctx)
+	if err != nil {
+		return err
+	}
+	for org, n := range counts {
+		s.publishUsage(ctx, org, n)
+	}
+	return nil
+}

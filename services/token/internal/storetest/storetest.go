@@ -24,6 +24,7 @@ func Run(t *testing.T, newStore func(t *testing.T) domain.Store) {
 	t.Run("Credentials", func(t *testing.T) { testCredentials(t, newStore(t)) })
 	t.Run("SigningKeys", func(t *testing.T) { testSigningKeys(t, newStore(t)) })
 	t.Run("Revocations", func(t *testing.T) { testRevocations(t, newStore(t)) })
+	t.Run("CountAgentsByOrg", func(t *testing.T) { testCountAgentsByOrg(t, newStore(t)) })
 }
 
 var base = time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.UTC)
@@ -357,5 +358,28 @@ func testSigningKeys(t *testing.T, s domain.Store) {
 	all, err := s.SigningKeys(ctx)
 	if err != nil || len(all) != 2 {
 		t.Errorf("SigningKeys() = %d, %v; want 2", len(all), err)
+	}
+}
+
+func testCountAgentsByOrg(t *testing.T, s domain.Store) {
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for i := range 3 {
+		mustCreate(t, s, agent("org-a", fmt.Sprintf("a%d@example.com", i), now))
+	}
+	gone := agent("org-b", "gone@example.com", now)
+	mustCreate(t, s, gone)
+	if _, _, err := s.UpdateAgent(ctx, "org-b", gone.AgentID, func(x *domain.Agent) (domain.AgentChange, error) {
+		x.Status = domain.StatusDecommissioned
+		return domain.AgentChange{MaxAgents: -1}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.CountAgentsByOrg(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got["org-a"] != 3 {
+		t.Errorf("CountAgentsByOrg() = %v; want map[org-a:3] (decommissioned agents not counted)", got)
 	}
 }
