@@ -46,6 +46,7 @@ func binaries(t *testing.T) string {
 			"token":     "services/token/cmd/token",
 			"tier":      "services/tier/cmd/tier",
 			"analytics": "services/analytics/cmd/analytics",
+			"billing":   "services/billing/cmd/billing",
 			"agentidp":  "cmd/agentidp",
 		}
 		for name, dir := range targets {

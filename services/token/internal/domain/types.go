@@ -44,13 +44,15 @@ const (
 	ScopeWebhooksRead  = "webhooks:read"
 	ScopeWebhooksWrite = "webhooks:write"
 	ScopeAnalyticsRead = "analytics:read"
+	ScopeBillingRead   = "billing:read"
+	ScopeBillingWrite  = "billing:write"
 	ScopeAdminOrgs     = "admin:orgs"
 )
 
 // KnownScopes lists every scope an agent may be granted.
 var KnownScopes = []string{
 	ScopeAgentsRead, ScopeAgentsWrite, ScopeTokensRead, ScopeAuditRead,
-	ScopeWebhooksRead, ScopeWebhooksWrite, ScopeAnalyticsRead, ScopeAdminOrgs,
+	ScopeWebhooksRead, ScopeWebhooksWrite, ScopeAnalyticsRead, ScopeBillingRead, ScopeBillingWrite, ScopeAdminOrgs,
 }
 
 // Agent is a registered AI agent (seed field names).
