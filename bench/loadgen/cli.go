@@ -72,6 +72,9 @@ type Options struct {
 	// Token, when Token.URL is set, is fetched before the run and used as
 	// Config.BearerToken.
 	Token TokenRequest
+	// BearerFile, when set, is the token file loaded into
+	// Config.BearerTokens (see ReadTokenFile).
+	BearerFile string
 	// JSON selects JSON output.
 	JSON bool
 	// JSONOut, when set, also writes the JSON result to this file.
@@ -124,6 +127,7 @@ Closed-loop HTTP load generator: -c workers send requests back to back for
 	fs.StringVar(&o.Token.ClientID, "client-id", "", "client ID for -token-url")
 	fs.StringVar(&o.Token.ClientSecret, "client-secret", "", "client secret for -token-url")
 	fs.StringVar(&o.Token.Scope, "scope", "", "scope for -token-url (optional)")
+	fs.StringVar(&o.BearerFile, "bearer-file", "", "send the access tokens of this file (one per line) as Bearer tokens, round-robin")
 	fs.BoolVar(&compare, "compare", false, "compare two -json result files (BASE OTHER) instead of running")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -168,6 +172,19 @@ Closed-loop HTTP load generator: -c workers send requests back to back for
 		if basicAuth != "" {
 			return nil, errors.New("-token-url and -basic-auth are mutually exclusive")
 		}
+	}
+	if o.BearerFile != "" {
+		switch {
+		case o.Token.URL != "":
+			return nil, errors.New("-bearer-file and -token-url are mutually exclusive")
+		case basicAuth != "":
+			return nil, errors.New("-bearer-file and -basic-auth are mutually exclusive")
+		}
+		toks, err := ReadTokenFile(o.BearerFile)
+		if err != nil {
+			return nil, fmt.Errorf("-bearer-file: %w", err)
+		}
+		c.BearerTokens = toks
 	}
 	if err := c.normalize(); err != nil {
 		return nil, err

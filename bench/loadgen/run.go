@@ -37,6 +37,11 @@ type Config struct {
 	BasicAuthPass string
 	// BearerToken, when non-empty, is sent as "Authorization: Bearer ...".
 	BearerToken string
+	// BearerTokens, when non-empty, are sent as "Authorization: Bearer ..."
+	// round-robin: worker i starts at token i*len/Workers and each worker
+	// steps through the list with its own index (no shared state).
+	// Mutually exclusive with BearerToken and basic auth.
+	BearerTokens []string
 	// Workers is the number of concurrent closed-loop workers (>= 1).
 	Workers int
 	// Duration is the measured period (> 0).
@@ -113,6 +118,33 @@ type worker struct {
 	transportErrs uint64
 	errSamples    map[string]uint64
 	done          atomic.Uint64
+	// auth holds the "Bearer ..." values of Config.BearerTokens (shared,
+	// read-only); next is this worker's own index into it.
+	auth []string
+	next int
+}
+
+// startOffset returns where worker i of workers starts in a list of n
+// tokens: the workers are spread evenly over the list so that they do not
+// all send the same token at the same time.
+func startOffset(i, workers, n int) int {
+	if n == 0 || workers <= 0 {
+		return 0
+	}
+	return int(int64(i) * int64(n) / int64(workers))
+}
+
+// checkToken rejects a token that cannot be sent in an Authorization header.
+func checkToken(t string) error {
+	if t == "" {
+		return errors.New("empty")
+	}
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("contains whitespace or a control character at byte %d", i+1)
+		}
+	}
+	return nil
 }
 
 func (w *worker) transportError(err error) {
@@ -194,6 +226,14 @@ func (c *Config) normalize() error {
 	if c.BearerToken != "" && c.BasicAuthUser != "" {
 		return fmt.Errorf("basic auth and bearer token are mutually exclusive")
 	}
+	if len(c.BearerTokens) > 0 && (c.BearerToken != "" || c.BasicAuthUser != "") {
+		return fmt.Errorf("bearer token list is mutually exclusive with a single bearer token and basic auth")
+	}
+	for i, t := range c.BearerTokens {
+		if err := checkToken(t); err != nil {
+			return fmt.Errorf("bearer token %d: %w", i+1, err)
+		}
+	}
 	return nil
 }
 
@@ -257,8 +297,15 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (*Result, error) 
 	runCtx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
 
+	// Precompute the header values so the hot path does not allocate them.
+	auth := make([]string, len(cfg.BearerTokens))
+	for i, t := range cfg.BearerTokens {
+		auth[i] = "Bearer " + t
+	}
+
 	var wg sync.WaitGroup
-	for _, w := range workers {
+	for i, w := range workers {
+		w.auth, w.next = auth, startOffset(i, cfg.Workers, len(auth))
 		wg.Go(func() { w.loop(runCtx, client, tmpl, cfg.Expect, measureStart, end) })
 	}
 	stopProgress := make(chan struct{})
@@ -283,6 +330,12 @@ func Run(ctx context.Context, cfg Config, client *http.Client) (*Result, error) 
 func (w *worker) loop(ctx context.Context, client *http.Client, tmpl *http.Request, expect int, measureStart, end time.Time) {
 	for ctx.Err() == nil {
 		req := tmpl.Clone(ctx)
+		if len(w.auth) > 0 {
+			req.Header.Set("Authorization", w.auth[w.next])
+			if w.next++; w.next == len(w.auth) {
+				w.next = 0
+			}
+		}
 		if tmpl.GetBody != nil {
 			body, err := tmpl.GetBody()
 			if err != nil {

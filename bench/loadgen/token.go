@@ -1,12 +1,14 @@
 package loadgen
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -84,4 +86,42 @@ func snippet(b []byte) string {
 		s = s[:maxLen] + "..."
 	}
 	return s
+}
+
+// maxTokenLine bounds the length of one line of a token file.
+const maxTokenLine = 64 << 10
+
+// ReadTokenFile reads access tokens, one per line, from path. Surrounding
+// whitespace (including a CR of CRLF line ends) is trimmed and blank lines
+// are skipped. It fails when the file cannot be read, when a line holds
+// something that cannot be a Bearer token (inner whitespace, control
+// characters) and when the file holds no token at all.
+func ReadTokenFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read token file: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	var tokens []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 4096), maxTokenLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		t := strings.TrimSpace(sc.Text())
+		if t == "" {
+			continue
+		}
+		if err := checkToken(t); err != nil {
+			return nil, fmt.Errorf("read token file %s: line %d: %w", path, line, err)
+		}
+		tokens = append(tokens, t)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read token file %s: line %d: %w", path, line+1, err)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("read token file %s: no tokens (want one access token per line)", path)
+	}
+	return tokens, nil
 }
