@@ -226,6 +226,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cfg.Issuer = gatewayURL
 			cfg.SecretPepper = mustHex(secrets.SecretPepper)
 			cfg.KeyEncryptionKey = mustHex(secrets.KeyEncryptionKey)
+			// Partner tokens (jwt-bearer) are checked by the federation service.
+			cfg.ClientAuth.FederationURL = "http://" + listeners["federation"].Addr().String()
 			return token.New(ctx, cfg, d)
 		},
 		"tier": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {

@@ -42,6 +42,8 @@ type Config struct {
 	KVReplicas int
 	// MaxDelegationDepth bounds delegation chains (hops, default 3).
 	MaxDelegationDepth int
+	// ClientAuth configures private_key_jwt and the jwt-bearer grant.
+	ClientAuth ClientAuthConfig
 }
 
 // DefaultConfig returns development defaults. The pepper and key encryption
@@ -118,5 +120,6 @@ func ConfigFromEnv(env *config.Env) Config {
 	if c.ClientCacheSize < 1 {
 		env.Fail("TOKEN_CLIENT_CACHE_SIZE: must be positive")
 	}
+	c.ClientAuth = clientAuthFromEnv(env)
 	return c
 }

@@ -11,10 +11,12 @@ require (
 	github.com/agentidp/agentidp/libs/jose v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/revocation v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/safehttp v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/secrets v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/svcrun v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/testkit v0.0.0
+	github.com/agentidp/agentidp/services/federation v0.0.0-00010101000000-000000000000
 	github.com/google/uuid v1.6.0
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/nats-io/nats.go v1.55.0

@@ -121,7 +121,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, Alg: cfg.SigningAlg,
 		Pepper: cfg.SecretPepper, ClientCacheTTL: cfg.ClientCacheTTL, ClientCacheSize: cfg.ClientCacheSize,
 		RotationGrace: cfg.RotationGrace, MaxDelegationDepth: cfg.MaxDelegationDepth,
-	}, domain.Deps{Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		AssertionMaxLifetime: cfg.ClientAuth.AssertionMaxLifetime, JWKSAllowPrivate: cfg.ClientAuth.JWKSAllowPrivate,
+		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure,
+	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
 	if err != nil {
 		s.async.Close()

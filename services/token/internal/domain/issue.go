@@ -43,6 +43,11 @@ type TokenRequest struct {
 	HasScope  bool
 	Basic     bool // client_secret_basic was used
 	Exchange  ExchangeParams
+	// ClientAssertion is a private_key_jwt client assertion (RFC 7523
+	// §2.2); when set it authenticates the client instead of Secret.
+	ClientAssertion string
+	// Assertion is the partner JWT of the jwt-bearer grant (RFC 7523 §2.1).
+	Assertion string
 }
 
 // ExchangeParams are the RFC 8693 §2.1 parameters of a token exchange.
@@ -101,6 +106,10 @@ func invalidClient(basic bool) *OAuthError {
 // client record (no database on the hot path). Every failure is the same
 // invalid_client answer.
 func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now time.Time) (ClientRecord, string, *OAuthError) {
+	if req.ClientAssertion != "" {
+		rec, oe := s.authenticateAssertion(ctx, req, now)
+		return rec, "", oe
+	}
 	digest := s.digest(req.Secret)
 	var rec ClientRecord
 	found := false
@@ -137,6 +146,9 @@ func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now 
 // touches no database on the hot path: client records come from the
 // in-memory cache.
 func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenResponse, *OAuthError) {
+	if req.GrantType == GrantTypeJWTBearer {
+		return s.federatedToken(ctx, req)
+	}
 	now := s.now()
 	rec, credID, oe := s.authenticateClient(ctx, req, now)
 	if oe != nil {
@@ -264,8 +276,9 @@ func (s *Service) Discovery() map[string]any {
 		"issuer":                                iss,
 		"token_endpoint":                        iss + "/oauth2/token",
 		"jwks_uri":                              iss + "/.well-known/jwks.json",
-		"grant_types_supported":                 []string{"client_credentials", GrantTypeTokenExchange},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"grant_types_supported":                 s.grantTypes(),
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "private_key_jwt"},
+		"token_endpoint_auth_signing_alg_values_supported": []string{string(jose.ES256), string(jose.EdDSA), string(jose.RS256)},
 		"scopes_supported":                      KnownScopes,
 		"response_types_supported":              []string{"token"},
 		"subject_types_supported":               []string{"public"},

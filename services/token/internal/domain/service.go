@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,13 @@ type Settings struct {
 	RotationGrace time.Duration
 	// MaxDelegationDepth bounds delegation chains (hops; default 3).
 	MaxDelegationDepth int
+	// AssertionMaxLifetime bounds how far ahead a private_key_jwt client
+	// assertion's exp may be (default 5m).
+	AssertionMaxLifetime time.Duration
+	// JWKSAllowPrivate lists private ranges a client key jwksUri may reach;
+	// JWKSAllowInsecure accepts http jwksUris (development and tests).
+	JWKSAllowPrivate  []netip.Prefix
+	JWKSAllowInsecure bool
 }
 
 // Deps are what the domain service consumes.
@@ -73,6 +81,11 @@ type Deps struct {
 	Ring *Keyring
 	// Policy decides token exchanges; without one every exchange is denied.
 	Policy DelegationPolicy
+	// Replay remembers client-assertion jtis (shared cache); without it
+	// private_key_jwt is refused.
+	Replay ReplayCache
+	// Federation, when set, enables the jwt-bearer grant.
+	Federation FederationExchanger
 }
 
 // Service implements agents, credentials and token issuance.
@@ -105,6 +118,7 @@ type Service struct {
 	delegations *prometheus.CounterVec
 
 	delegationPolicy DelegationPolicy
+	ca               clientAuth
 }
 
 // NewService loads (or creates) the signing key and builds the service.
@@ -136,7 +150,8 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err
 	}
-	s.clients = NewClientCache(d.Store.LoadClient, cfg.ClientCacheTTL, cfg.ClientCacheSize)
+	s.ca = newClientAuth(cfg, d)
+	s.clients = NewClientCache(s.loadClient, cfg.ClientCacheTTL, cfg.ClientCacheSize)
 	s.dummyDigest = s.digest("ais_dummy-secret-for-constant-time-comparison")
 	s.issued = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentidp_tokens_issued_total", Help: "Token endpoint outcomes.",

@@ -127,6 +127,7 @@ type Store interface {
 	SigningKeys(ctx context.Context) ([]SealedKey, error)
 
 	DelegationStore
+	ClientKeyStore
 }
 
 // SealedKey is a signing key row: the private key is sealed (encrypted).

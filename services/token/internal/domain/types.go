@@ -9,6 +9,8 @@ package domain
 
 import (
 	"errors"
+
+	"github.com/agentidp/agentidp/libs/jose"
 	"slices"
 	"time"
 )
@@ -102,6 +104,8 @@ type ClientRecord struct {
 	Scopes        []string
 	DefaultScopes []string
 	Credentials   []ClientCredential // active credentials only
+	// Keys are the active public keys of private_key_jwt (parsed once).
+	Keys []*jose.VerificationKey
 }
 
 // ClientCredential is an active credential's digest and expiry.

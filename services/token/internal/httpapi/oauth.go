@@ -70,12 +70,17 @@ func parseTokenRequest(r *http.Request, w http.ResponseWriter) (domain.TokenRequ
 			ActorToken: form.Get("actor_token"), ActorTokenType: form.Get("actor_token_type"),
 			Audience: form.Get("audience"), Resource: form.Get("resource"), RequestedTokenType: form.Get("requested_token_type"),
 		}
+	case domain.GrantTypeJWTBearer:
+		req.GrantType, req.Assertion = gt, form.Get("assertion")
 	default:
 		return req, &domain.OAuthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "supported grant types: client_credentials, " + domain.GrantTypeTokenExchange}
 	}
 	if _, ok := form["scope"]; ok {
 		req.HasScope = true
 		req.Scope = form.Get("scope")
+	}
+	if done, oe := parseAssertionAuth(r, form, &req); done {
+		return req, oe
 	}
 	postID, postSecret := form.Get("client_id"), form.Get("client_secret")
 	if auth := r.Header.Get("Authorization"); auth != "" {

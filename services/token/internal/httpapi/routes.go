@@ -77,4 +77,7 @@ func (a *API) Routes(e *echo.Echo) {
 	g.GET("/:agentId/credentials", a.listCredentials)
 	g.POST("/:agentId/credentials/:credentialId/rotate", a.rotateCredential)
 	g.DELETE("/:agentId/credentials/:credentialId", a.revokeCredential)
+	g.POST("/:agentId/keys", a.registerClientKey)
+	g.GET("/:agentId/keys", a.listClientKeys)
+	g.DELETE("/:agentId/keys/:kid", a.revokeClientKey)
 }
