@@ -30,15 +30,20 @@ const MaxAge = 60 * time.Second
 
 // Identity is who is calling, as the gateway established it.
 type Identity struct {
-	Subject   string   `json:"sub"`
-	OrgID     string   `json:"org"`
-	ClientID  string   `json:"cid,omitempty"`
-	Scopes    []string `json:"scp"`
-	Actors    []string `json:"act,omitempty"` // delegation chain, outermost actor first
-	JTI       string   `json:"jti,omitempty"`
-	ExpiresAt int64    `json:"exp"`           // the access token's expiry
-	SignedAt  int64    `json:"iat"`           // when the gateway signed the context
-	RequestID string   `json:"rid,omitempty"` // for log correlation
+	Subject  string   `json:"sub"`
+	OrgID    string   `json:"org"`
+	ClientID string   `json:"cid,omitempty"`
+	Scopes   []string `json:"scp"`
+	Actors   []string `json:"act,omitempty"` // delegation chain, outermost actor first
+	JTI      string   `json:"jti,omitempty"`
+	// CredentialID and IssuedAtMs identify the credential and the moment
+	// the access token was issued, so a service that derives a token from
+	// this one (delegation) can bind it to the same revocation keys.
+	CredentialID string `json:"cred,omitempty"`
+	IssuedAtMs   int64  `json:"iat_ms,omitempty"`
+	ExpiresAt    int64  `json:"exp"`           // the access token's expiry
+	SignedAt     int64  `json:"iat"`           // when the gateway signed the context
+	RequestID    string `json:"rid,omitempty"` // for log correlation
 }
 
 // HasScope reports whether the identity holds scope.

@@ -49,7 +49,8 @@ func TestValidTokenIsProxiedWithSignedContext(t *testing.T) {
 	}
 	id := *r.echo.Identity
 	want := authn.Identity{Subject: "agent-1", OrgID: "org-1", ClientID: "agent-1", Scopes: []string{"agents:read", "agents:write"},
-		Actors: []string{"agent-2", "agent-3"}, JTI: c["jti"].(string), ExpiresAt: c["exp"].(int64), RequestID: "req-123"}
+		Actors: []string{"agent-2", "agent-3"}, JTI: c["jti"].(string), ExpiresAt: c["exp"].(int64), RequestID: "req-123",
+		IssuedAtMs: c["iat"].(int64) * 1000} // no iat_ms claim: second precision
 	id.SignedAt = 0
 	if fmt.Sprint(id) != fmt.Sprint(want) {
 		t.Errorf("Got(identity) = %+v; want %+v", id, want)

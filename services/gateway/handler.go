@@ -137,6 +137,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 	signed, err := g.codec.Sign(authn.Identity{
 		Subject: tok.subject, OrgID: tok.orgID, ClientID: tok.clientID,
 		Scopes: tok.scopes, Actors: tok.actors, JTI: tok.jti, ExpiresAt: tok.exp, RequestID: rid,
+		CredentialID: tok.rev.CredentialID, IssuedAtMs: tok.rev.IssuedAtMs,
 	})
 	if err != nil {
 		httpx.WriteError(w, httpx.Internal(err))

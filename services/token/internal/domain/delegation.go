@@ -342,7 +342,9 @@ func (s *Service) Delegate(ctx context.Context, caller authn.Identity, in Delega
 		Act: &ActorClaim{Sub: caller.Subject}, ChainID: chainID, ChainIDs: []string{chainID},
 	}
 	if caller.JTI != "" {
-		claims.Parents = []ParentClaim{{JTI: caller.JTI}}
+		// The caller's own token is the parent: revoking it, its
+		// credential or its agent revokes this delegation too.
+		claims.Parents = []ParentClaim{{JTI: caller.JTI, Sub: caller.Subject, CredentialID: caller.CredentialID, IssuedAtMs: caller.IssuedAtMs}}
 	}
 	tok, err := s.signer.Sign(claims)
 	if err != nil {

@@ -42,7 +42,8 @@ func (e *env) party(t testing.TB, org, email string) party {
 // identity is the internal context the gateway would sign for p's token.
 func (p party) identity() authn.Identity {
 	return authn.Identity{Subject: p.agent.AgentID, OrgID: p.agent.OrganizationID, ClientID: p.agent.AgentID,
-		Scopes: strings.Fields(p.claims.Scope), JTI: p.claims.ID, ExpiresAt: p.claims.ExpiresAt}
+		Scopes: strings.Fields(p.claims.Scope), JTI: p.claims.ID, ExpiresAt: p.claims.ExpiresAt,
+		CredentialID: p.claims.CredentialID, IssuedAtMs: p.claims.IssuedAtMs}
 }
 
 // claims verifies tok with the service's JWKS.
@@ -511,5 +512,39 @@ func BenchmarkTokenExchange(b *testing.B) {
 		if rec := e.exchange(b, c.agent.AgentID, c.cred.ClientSecret, form); rec.Code != 200 {
 			b.Fatalf("exchange = %d", rec.Code)
 		}
+	}
+}
+
+// TestRevokingTheDelegatorsCredentialRevokesTheDelegation checks the
+// cascade from a credential down the chain: the delegation token carries
+// its parent's credential and issue time, so revoking that credential
+// revokes the delegation everywhere, offline.
+func TestRevokingTheDelegatorsCredentialRevokesTheDelegation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a, b := e.party(t, "org-1", "a@x.io"), e.party(t, "org-1", "b@x.io")
+	rec := e.as(t, a.identity(), "POST", "/api/v1/oauth2/token/delegate",
+		`{"delegateeAgentId":"`+b.agent.AgentID+`","scopes":["agents:read"],"ttlSeconds":600}`)
+	if rec.Code != http.StatusCreated {
+		t.Fatalf("delegate = %d %s", rec.Code, rec.Body)
+	}
+	tok := decode[domain.DelegateResult](t, rec).DelegationToken
+	verify := func() domain.VerifyResult {
+		t.Helper()
+		body, _ := json.Marshal(map[string]string{"token": tok})
+		rec := e.as(t, b.identity(), "POST", "/api/v1/oauth2/token/verify-delegation", string(body))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("verify-delegation = %d %s", rec.Code, rec.Body)
+		}
+		return decode[domain.VerifyResult](t, rec)
+	}
+	if got := verify(); !got.Valid {
+		t.Fatalf("Got(verify before) = %+v; want valid", got)
+	}
+	if rec := e.do(t, "DELETE", "/api/v1/agents/"+a.agent.AgentID+"/credentials/"+a.cred.CredentialID, "org-1", allScopes, ""); rec.Code != http.StatusNoContent {
+		t.Fatalf("revoke A's credential = %d %s", rec.Code, rec.Body)
+	}
+	if got := verify(); got.Valid || got.Reason != "revoked" {
+		t.Errorf("Got(verify after revoking the delegator's credential) = %+v; want valid:false revoked", got)
 	}
 }
