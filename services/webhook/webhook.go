@@ -72,14 +72,27 @@ type Config struct {
 	// RotationOverlap is how long the previous secret keeps signing after a
 	// rotation (WEBHOOK_SECRET_ROTATION_OVERLAP, default 24h).
 	RotationOverlap time.Duration
-	// MaxConcurrencyPerEndpoint caps requests in flight per endpoint
-	// (WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT, default 4).
+	// MaxConcurrencyPerEndpoint caps requests in flight per endpoint, across
+	// replicas (WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT, default 16: at 4, one
+	// busy endpoint could not take more than 4 / round-trip deliveries per
+	// second, below a 500 events/s stream).
 	MaxConcurrencyPerEndpoint int
-	// Workers caps requests in flight per process (WEBHOOK_WORKERS, default 16).
+	// Workers caps requests in flight per process (WEBHOOK_WORKERS, default
+	// 64: several times the per-endpoint cap, so endpoints hanging at their
+	// cap leave workers for the others).
 	Workers int
 	// PollInterval is how often due retries are looked for
-	// (WEBHOOK_POLL_INTERVAL, default 1s); new events wake workers at once.
+	// (WEBHOOK_POLL_INTERVAL, default 1s); new events and finished
+	// deliveries wake the workers at once.
 	PollInterval time.Duration
+	// Lease is how long a claimed delivery is reserved for its worker
+	// (WEBHOOK_LEASE, default WEBHOOK_TIMEOUT + 30s; must exceed
+	// WEBHOOK_TIMEOUT): a replica that dies mid-request leaves deliveries
+	// that are sent again once their lease has expired.
+	Lease time.Duration
+	// AckWait is how long the event consumer's messages stay unacknowledged
+	// before JetStream redelivers them (WEBHOOK_ACK_WAIT, default 30s).
+	AckWait time.Duration
 	// SecretKey seals signing secrets in the local secrets store
 	// (WEBHOOK_SECRET_KEY, 32+ bytes hex or base64; a key of any other
 	// length than 32 bytes is reduced to 32 with SHA-256). Required outside
@@ -99,9 +112,10 @@ func DefaultConfig() Config {
 		RetrySchedule:             hook.DefaultSchedule,
 		DisableAfter:              72 * time.Hour,
 		RotationOverlap:           24 * time.Hour,
-		MaxConcurrencyPerEndpoint: 4,
-		Workers:                   16,
+		MaxConcurrencyPerEndpoint: 16,
+		Workers:                   64,
 		PollInterval:              time.Second,
+		AckWait:                   30 * time.Second,
 	}
 }
 
@@ -116,6 +130,8 @@ func ConfigFromEnv(env *config.Env) Config {
 		MaxConcurrencyPerEndpoint: env.Int("WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT", d.MaxConcurrencyPerEndpoint),
 		Workers:                   env.Int("WEBHOOK_WORKERS", d.Workers),
 		PollInterval:              env.Duration("WEBHOOK_POLL_INTERVAL", d.PollInterval),
+		Lease:                     env.Duration("WEBHOOK_LEASE", 0),
+		AckWait:                   env.Duration("WEBHOOK_ACK_WAIT", d.AckWait),
 		Vault:                     secrets.VaultConfigFromEnv(env),
 		RetrySchedule:             d.RetrySchedule,
 	}
@@ -150,6 +166,12 @@ func ConfigFromEnv(env *config.Env) Config {
 	if cfg.PollInterval <= 0 {
 		env.Fail("WEBHOOK_POLL_INTERVAL: must be positive")
 	}
+	if cfg.Lease != 0 && cfg.Lease <= cfg.Timeout {
+		env.Fail("WEBHOOK_LEASE: must be longer than WEBHOOK_TIMEOUT")
+	}
+	if cfg.AckWait <= 0 {
+		env.Fail("WEBHOOK_ACK_WAIT: must be positive")
+	}
 	return cfg
 }
 
@@ -161,9 +183,11 @@ var Env = map[string]string{
 	"WEBHOOK_RETRY_SCHEDULE":               "delays between attempts, then dead letter (default 5s,30s,2m,5m,15m,30m,1h,2h,4h,8h)",
 	"WEBHOOK_DISABLE_AFTER":                "disable an endpoint failing continuously this long (default 72h)",
 	"WEBHOOK_SECRET_ROTATION_OVERLAP":      "how long the previous signing secret keeps signing after a rotation (default 24h)",
-	"WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "requests in flight per endpoint (default 4)",
-	"WEBHOOK_WORKERS":                      "requests in flight per process (default 16)",
-	"WEBHOOK_POLL_INTERVAL":                "how often due retries are looked for (default 1s)",
+	"WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "requests in flight per endpoint, across replicas (default 16)",
+	"WEBHOOK_WORKERS":                      "requests in flight per process (default 64)",
+	"WEBHOOK_POLL_INTERVAL":                "how often due retries are looked for; new events and finished deliveries wake workers at once (default 1s)",
+	"WEBHOOK_LEASE":                        "how long a claimed delivery is reserved before another worker may send it again (default WEBHOOK_TIMEOUT + 30s; must exceed WEBHOOK_TIMEOUT)",
+	"WEBHOOK_ACK_WAIT":                     "how long consumed events stay unacknowledged before JetStream redelivers them (default 30s)",
 	"WEBHOOK_SECRET_KEY":                   "32+ bytes (hex or base64; other lengths than 32 are hashed to 32 with SHA-256) sealing the signing secrets in the local secrets store (AES-256-GCM); required unless VAULT_ADDR is set, and then still needed once to move secrets out of the legacy webhook_secrets table",
 	"VAULT_ADDR":                           "Vault address: set = signing secrets in Vault KV v2 at <VAULT_MOUNT>/data/<VAULT_PATH_PREFIX>/webhook/secrets/<id>; unset = local store in the database",
 	"VAULT_TOKEN":                          "Vault token (or VAULT_ROLE_ID + VAULT_SECRET_ID); required when VAULT_ADDR is set",
@@ -236,6 +260,12 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = def.PollInterval
 	}
+	if cfg.Lease <= cfg.Timeout {
+		cfg.Lease = cfg.Timeout + hook.LeaseMargin
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = def.AckWait
+	}
 	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -273,6 +303,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		Workers:        cfg.Workers,
 		MaxPerEndpoint: cfg.MaxConcurrencyPerEndpoint,
 		PollInterval:   cfg.PollInterval,
+		Lease:          cfg.Lease,
 		Source:         Name,
 		NotifyOutbox:   relay.Notify,
 		Metrics:        hook.NewMetrics(reg),
@@ -317,6 +348,7 @@ func (s *Service) Run(ctx context.Context) error {
 		return natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
 			Durable:    Name,
 			Subjects:   []string{events.AllSubjects},
+			AckWait:    s.cfg.AckWait,
 			Logger:     s.logger,
 			Registerer: s.reg,
 		}, s.ingest)

@@ -19,10 +19,10 @@ import (
 // MaxResponseRead is how much of an endpoint's response body is read.
 const MaxResponseRead = 64 << 10
 
-// leaseMargin is added to the request timeout to form the lease: a worker
-// that dies mid-request loses its lease and the delivery is retried (with
-// the same webhook-id) once the lease has expired.
-const leaseMargin = 30 * time.Second
+// LeaseMargin is added to the request timeout to form the default lease: a
+// worker that dies mid-request loses its lease and the delivery is retried
+// (with the same webhook-id) once the lease has expired.
+const LeaseMargin = 30 * time.Second
 
 // DispatcherOptions configure delivery.
 type DispatcherOptions struct {
@@ -33,6 +33,7 @@ type DispatcherOptions struct {
 	Workers        int           // concurrent requests in this process
 	MaxPerEndpoint int           // concurrent requests per endpoint, across replicas
 	PollInterval   time.Duration // how often due deliveries are looked for without a kick
+	Lease          time.Duration // how long a claimed delivery is reserved (default Timeout+LeaseMargin; longer than Timeout)
 	Source         string        // source of the events the dispatcher publishes
 	NotifyOutbox   func()        // wakes the outbox relay after a commit with events
 	Metrics        *Metrics
@@ -64,6 +65,9 @@ func NewDispatcher(store Store, secrets SecretStore, o DispatcherOptions) *Dispa
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
+	}
+	if o.Lease <= o.Timeout {
+		o.Lease = o.Timeout + LeaseMargin
 	}
 	if o.NotifyOutbox == nil {
 		o.NotifyOutbox = func() {}
@@ -111,7 +115,10 @@ func skipOwnNotices(sub Subscription, e events.Envelope) bool {
 }
 
 // Run claims and sends due deliveries until ctx ends, then waits for the
-// requests in flight (which end with ctx).
+// requests in flight (which end with ctx). One claim fills every free
+// worker slot (a batch across endpoints); the loop claims again at once
+// when new deliveries are enqueued (Ingest, Kick) or a worker finishes,
+// and otherwise every PollInterval, for retries falling due.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	slots := make(chan struct{}, d.o.Workers)
 	var wg sync.WaitGroup
@@ -127,7 +134,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		free := cap(slots) - len(slots)
 		if free > 0 {
 			now := d.now()
-			claimed, err := d.store.Claim(ctx, now, now.Add(d.o.Timeout+leaseMargin), free, d.o.MaxPerEndpoint)
+			claimed, err := d.store.Claim(ctx, now, now.Add(d.o.Lease), free, d.o.MaxPerEndpoint)
 			if err != nil && ctx.Err() == nil {
 				d.o.Logger.Warn("claim webhook deliveries", "err", err)
 			}

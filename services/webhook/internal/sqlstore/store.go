@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -218,6 +219,7 @@ func (s *Store) Enqueue(ctx context.Context, evs []events.Envelope, now time.Tim
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("load subscriptions: %w", err)
 		}
+		var vals []any
 		for _, sub := range subs {
 			for _, e := range byOrg[sub.OrganizationID] {
 				if !sub.Matches(e.Type) || (skip != nil && skip(sub, e)) {
@@ -227,22 +229,38 @@ func (s *Store) Enqueue(ctx context.Context, evs []events.Envelope, now time.Tim
 				if err != nil {
 					return err
 				}
-				res, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, subscription_id, organization_id, event_id, event_type,
-payload, status, attempts, last_error, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?)
-ON CONFLICT (subscription_id, event_id) DO NOTHING`,
-					hook.DeliveryIDPrefix+uuid.NewString(), sub.ID, sub.OrganizationID, e.ID, string(e.Type), payload, hook.StatusPending, now, now)
-				if err != nil {
-					return fmt.Errorf("insert delivery: %w", err)
-				}
-				if n, _ := res.RowsAffected(); n > 0 {
-					created++
-				}
+				vals = append(vals, hook.DeliveryIDPrefix+uuid.NewString(), sub.ID, sub.OrganizationID, e.ID, string(e.Type), payload,
+					hook.StatusPending, now, now)
+			}
+		}
+		// Multi-row inserts: one round trip per enqueueBatch deliveries
+		// rather than one per delivery.
+		for len(vals) > 0 {
+			n := min(len(vals)/enqueueColumns, enqueueBatch)
+			chunk := vals[:n*enqueueColumns]
+			vals = vals[n*enqueueColumns:]
+			res, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, subscription_id, organization_id, event_id, event_type,
+payload, status, attempts, last_error, next_attempt_at, created_at) VALUES `+
+				strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?),`, n), ",")+`
+ON CONFLICT (subscription_id, event_id) DO NOTHING`, chunk...)
+			if err != nil {
+				return fmt.Errorf("insert deliveries: %w", err)
+			}
+			if k, _ := res.RowsAffected(); k > 0 {
+				created += int(k)
 			}
 		}
 		return nil
 	})
 	return created, err
 }
+
+// enqueueColumns are the parameters of one inserted delivery; enqueueBatch
+// deliveries per INSERT stays far below both drivers' parameter limits.
+const (
+	enqueueColumns = 9
+	enqueueBatch   = 200
+)
 
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
@@ -276,149 +294,237 @@ func scanDelivery(r scanner, extra ...any) (hook.Delivery, error) {
 	return d, nil
 }
 
-// Claim implements hook.Store. Deliveries are ranked per subscription so
-// that one endpoint with a long backlog cannot fill the batch; the
-// subscriptions' rows are locked on PostgreSQL (SKIP LOCKED: an endpoint
-// another replica is claiming for is skipped this round) so the in-flight
-// count per endpoint cannot be raced past the cap.
+// claimable selects the deliveries of endpoint s.id a claim at ? (bound
+// twice) may take: due and not leased. It is an index range scan of
+// webhook_deliveries_sub_due_idx (subscription_id, next_attempt_at, id)
+// stopped by the caller's LIMIT, so its cost does not depend on the
+// backlog's size.
+const claimable = `x.subscription_id = s.id AND x.status IN ('pending', 'failed') AND x.next_attempt_at <= ?
+AND (x.lease_until IS NULL OR x.lease_until < ?)`
+
+// inFlight counts the live leases of endpoint s.id at ? (range scan of
+// webhook_deliveries_lease_idx, which holds only leased rows).
+const inFlight = `(SELECT count(*) FROM webhook_deliveries l WHERE l.subscription_id = s.id AND l.lease_until IS NOT NULL AND l.lease_until >= ?)`
+
+// Claim implements hook.Store in two bounded steps, in one transaction:
+//
+//  1. Pick up to limit active endpoints that have a claimable delivery and
+//     a free slot (fewer than maxPerEndpoint live leases), oldest due work
+//     first. On PostgreSQL their rows are locked FOR UPDATE SKIP LOCKED:
+//     an endpoint another replica is claiming for is skipped this round,
+//     so the in-flight count per endpoint cannot be raced past the cap.
+//  2. Take from each up to its free slots of claimable deliveries, oldest
+//     first (an index range scan with LIMIT per endpoint, LATERAL on
+//     PostgreSQL, where the free slots are recounted after the lock, in a
+//     fresh snapshot), keep the limit oldest overall, and lease them.
+//
+// One endpoint's backlog, however long, yields at most its free slots, so
+// a slow endpoint cannot fill the batch; and no step ranks the backlog.
 func (s *Store) Claim(ctx context.Context, now, leaseUntil time.Time, limit, maxPerEndpoint int) ([]hook.Claimed, error) {
+	if limit <= 0 || maxPerEndpoint <= 0 {
+		return nil, nil
+	}
 	now, leaseUntil = now.UTC(), leaseUntil.UTC()
 	pg := s.db.Driver() == sqlstore.Postgres
 	var out []hook.Claimed
 	err := s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
 		out = nil
-		q := `SELECT ` + deliveryColumns + `, s.url, s.secret_path FROM webhook_deliveries d
-JOIN webhook_subscriptions s ON s.id = d.subscription_id
-WHERE d.id IN (
-  SELECT r.id FROM (
-    SELECT x.id, ROW_NUMBER() OVER (PARTITION BY x.subscription_id ORDER BY x.next_attempt_at, x.id) AS rn
-    FROM webhook_deliveries x
-    WHERE x.status IN ('pending', 'failed') AND x.next_attempt_at <= ? AND (x.lease_until IS NULL OR x.lease_until < ?)
-  ) r WHERE r.rn <= ?
-) AND s.active = ?
-ORDER BY d.next_attempt_at, d.id LIMIT ?`
+		cands, err := claimCandidates(ctx, tx, now, limit, maxPerEndpoint, pg)
+		if err != nil || len(cands) == 0 {
+			return err
+		}
 		if pg {
-			q += ` FOR UPDATE OF d SKIP LOCKED`
-		}
-		rows, err := tx.QueryContext(ctx, q, now, now, maxPerEndpoint, true, limit*2)
-		if err != nil {
-			return fmt.Errorf("select due deliveries: %w", err)
-		}
-		var cands []hook.Claimed
-		for rows.Next() {
-			var c hook.Claimed
-			d, err := scanDelivery(rows, &c.URL, &c.SecretPath)
-			if err != nil {
-				rows.Close()
-				return fmt.Errorf("scan delivery: %w", err)
-			}
-			c.Delivery = d
-			cands = append(cands, c)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("select due deliveries: %w", err)
-		}
-		if len(cands) == 0 {
-			return nil
-		}
-		var subIDs []any
-		seen := map[string]bool{}
-		for _, c := range cands {
-			if !seen[c.SubscriptionID] {
-				seen[c.SubscriptionID] = true
-				subIDs = append(subIDs, c.SubscriptionID)
-			}
-		}
-		free := map[string]int{}
-		if pg {
-			rows, err := tx.QueryContext(ctx, `SELECT id FROM webhook_subscriptions WHERE id IN (`+placeholders(len(subIDs))+`)
-ORDER BY id FOR UPDATE SKIP LOCKED`, subIDs...)
-			if err != nil {
-				return fmt.Errorf("lock subscriptions: %w", err)
-			}
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				free[id] = maxPerEndpoint
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("lock subscriptions: %w", err)
-			}
+			out, err = leasePostgres(ctx, tx, cands, now, leaseUntil, limit, maxPerEndpoint)
 		} else {
-			for _, id := range subIDs {
-				free[id.(string)] = maxPerEndpoint
-			}
+			out, err = leaseSQLite(ctx, tx, cands, now, leaseUntil, limit)
 		}
-		rows, err = tx.QueryContext(ctx, `SELECT subscription_id, count(*) FROM webhook_deliveries
-WHERE lease_until IS NOT NULL AND lease_until >= ? AND subscription_id IN (`+placeholders(len(subIDs))+`) GROUP BY subscription_id`,
-			append([]any{now}, subIDs...)...)
-		if err != nil {
-			return fmt.Errorf("count in-flight deliveries: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			var n int
-			if err := rows.Scan(&id, &n); err != nil {
-				rows.Close()
-				return err
-			}
-			if _, ok := free[id]; ok {
-				free[id] -= n
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("count in-flight deliveries: %w", err)
-		}
-		for _, c := range cands {
-			if len(out) == limit {
-				break
-			}
-			if free[c.SubscriptionID] <= 0 {
-				continue
-			}
-			free[c.SubscriptionID]--
-			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET lease_until = ? WHERE id = ?`, leaseUntil, c.ID); err != nil {
-				return fmt.Errorf("lease delivery: %w", err)
-			}
-			out = append(out, c)
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	slices.SortFunc(out, func(a, b hook.Claimed) int {
+		if c := a.NextAttemptAt.Compare(*b.NextAttemptAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 	return out, nil
 }
 
-// Complete implements hook.Store.
+// candidate is an endpoint with claimable deliveries and free slots.
+type candidate struct {
+	id, url, secretPath string
+	free                int
+}
+
+func claimCandidates(ctx context.Context, tx *sqlstore.Tx, now time.Time, limit, maxPerEndpoint int, pg bool) ([]candidate, error) {
+	q := `SELECT s.id, s.url, s.secret_path, ? - ` + inFlight + ` FROM webhook_subscriptions s
+WHERE s.active = ? AND EXISTS (SELECT 1 FROM webhook_deliveries x WHERE ` + claimable + `) AND ` + inFlight + ` < ?
+ORDER BY (SELECT x.next_attempt_at FROM webhook_deliveries x WHERE ` + claimable + ` ORDER BY x.next_attempt_at LIMIT 1), s.id
+LIMIT ?`
+	if pg {
+		q += ` FOR UPDATE OF s SKIP LOCKED`
+	}
+	rows, err := tx.QueryContext(ctx, q, maxPerEndpoint, now, true, now, now, now, maxPerEndpoint, now, now, limit)
+	if err != nil {
+		return nil, fmt.Errorf("select endpoints with due deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []candidate
+	for rows.Next() {
+		var c candidate
+		if err := rows.Scan(&c.id, &c.url, &c.secretPath, &c.free); err != nil {
+			return nil, fmt.Errorf("select endpoints with due deliveries: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("select endpoints with due deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// leasePostgres takes and leases the deliveries of the locked endpoints in
+// one statement. The free slots are recounted here: this statement's
+// snapshot is taken after the endpoints were locked, so it sees every
+// lease committed by a claim that held them before.
+func leasePostgres(ctx context.Context, tx *sqlstore.Tx, cands []candidate, now, leaseUntil time.Time, limit, maxPerEndpoint int) ([]hook.Claimed, error) {
+	args := []any{now, now, maxPerEndpoint, now}
+	for _, c := range cands {
+		args = append(args, c.id)
+	}
+	args = append(args, limit, leaseUntil, now)
+	q := `WITH picked AS (
+  SELECT p.id, s.url, s.secret_path FROM webhook_subscriptions s
+  CROSS JOIN LATERAL (
+    SELECT x.id, x.next_attempt_at FROM webhook_deliveries x WHERE ` + claimable + `
+    ORDER BY x.next_attempt_at, x.id
+    LIMIT GREATEST(? - ` + inFlight + `, 0)
+    FOR UPDATE OF x SKIP LOCKED
+  ) p
+  WHERE s.id IN (` + placeholders(len(cands)) + `)
+  ORDER BY p.next_attempt_at, p.id
+  LIMIT ?
+)
+UPDATE webhook_deliveries d SET lease_until = ? FROM picked
+WHERE d.id = picked.id AND d.status IN ('pending', 'failed') AND (d.lease_until IS NULL OR d.lease_until < ?)
+RETURNING ` + deliveryColumns + `, picked.url, picked.secret_path`
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("lease deliveries: %w", err)
+	}
+	defer rows.Close()
+	var out []hook.Claimed
+	for rows.Next() {
+		var c hook.Claimed
+		d, err := scanDelivery(rows, &c.URL, &c.SecretPath)
+		if err != nil {
+			return nil, fmt.Errorf("lease deliveries: %w", err)
+		}
+		c.Delivery = d
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lease deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// leaseSQLite takes each endpoint's oldest claimable deliveries (one
+// LIMITed index range scan each), keeps the limit oldest and leases them
+// with one statement. SQLite transactions are IMMEDIATE: claims are
+// serialised, so the free slots counted in step 1 are current.
+func leaseSQLite(ctx context.Context, tx *sqlstore.Tx, cands []candidate, now, leaseUntil time.Time, limit int) ([]hook.Claimed, error) {
+	var out []hook.Claimed
+	for _, c := range cands {
+		rows, err := tx.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries d
+WHERE d.subscription_id = ? AND d.status IN ('pending', 'failed') AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)
+ORDER BY d.next_attempt_at, d.id LIMIT ?`, c.id, now, now, min(c.free, limit))
+		if err != nil {
+			return nil, fmt.Errorf("select due deliveries: %w", err)
+		}
+		for rows.Next() {
+			d, err := scanDelivery(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("select due deliveries: %w", err)
+			}
+			out = append(out, hook.Claimed{Delivery: d, URL: c.url, SecretPath: c.secretPath})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("select due deliveries: %w", err)
+		}
+	}
+	slices.SortFunc(out, func(a, b hook.Claimed) int {
+		if c := a.NextAttemptAt.Compare(*b.NextAttemptAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	args := []any{leaseUntil}
+	for _, c := range out {
+		args = append(args, c.ID)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET lease_until = ? WHERE id IN (`+placeholders(len(out))+`)`, args...); err != nil {
+		return nil, fmt.Errorf("lease deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// Complete implements hook.Store. A delivered attempt on a healthy
+// endpoint is one statement on PostgreSQL (the delivery updated, the
+// endpoint's failure streak reset only if there is one, so the endpoint's
+// row is neither written nor locked); other outcomes read and update the
+// endpoint in the same transaction.
 func (s *Store) Complete(ctx context.Context, deliveryID string, o hook.Outcome) error {
 	at := o.At.UTC()
+	var code any
+	if o.StatusCode != nil {
+		code = *o.StatusCode
+	}
+	var delivered any
+	if o.Status == hook.StatusDelivered {
+		delivered = at
+	}
+	const update = `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?,
+last_error = ?, next_attempt_at = ?, lease_until = NULL, delivered_at = ? WHERE id = ?`
+	args := []any{o.Status, code, o.Error, nullTime(o.NextAttemptAt), delivered, deliveryID}
+	const reset = `UPDATE webhook_subscriptions SET failure_count = 0, failing_since = NULL, updated_at = ?
+WHERE id = %s AND (failure_count <> 0 OR failing_since IS NOT NULL)`
+	if o.Status == hook.StatusDelivered && len(o.Events) == 0 {
+		if s.db.Driver() == sqlstore.Postgres {
+			_, err := s.db.ExecContext(ctx, `WITH d AS (`+update+` RETURNING subscription_id) `+
+				fmt.Sprintf(reset, `(SELECT subscription_id FROM d)`), append(args, at)...)
+			if err != nil {
+				return fmt.Errorf("complete delivery: %w", err)
+			}
+			return nil
+		}
+		return s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
+			if _, err := tx.ExecContext(ctx, update, args...); err != nil {
+				return fmt.Errorf("update delivery: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, fmt.Sprintf(reset, `(SELECT subscription_id FROM webhook_deliveries WHERE id = ?)`), at, deliveryID); err != nil {
+				return fmt.Errorf("reset endpoint failures: %w", err)
+			}
+			return nil
+		})
+	}
 	return s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
 		var subID, orgID string
-		err := tx.QueryRowContext(ctx, `SELECT subscription_id, organization_id FROM webhook_deliveries WHERE id = ?`, deliveryID).Scan(&subID, &orgID)
+		err := tx.QueryRowContext(ctx, update+` RETURNING subscription_id, organization_id`, args...).Scan(&subID, &orgID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return nil // the subscription was deleted meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("load delivery: %w", err)
-		}
-		var code any
-		if o.StatusCode != nil {
-			code = *o.StatusCode
-		}
-		var delivered any
-		if o.Status == hook.StatusDelivered {
-			delivered = at
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?,
-last_error = ?, next_attempt_at = ?, lease_until = NULL, delivered_at = ? WHERE id = ?`,
-			o.Status, code, o.Error, nullTime(o.NextAttemptAt), delivered, deliveryID); err != nil {
 			return fmt.Errorf("update delivery: %w", err)
 		}
 		sub, err := getSub(ctx, tx, orgID, subID, true)

@@ -13,7 +13,7 @@ import (
 	"github.com/agentidp/agentidp/services/webhook/migrations"
 )
 
-func open(t *testing.T, cfg sqlstore.Config) *sqlstore.DB {
+func open(t testing.TB, cfg sqlstore.Config) *sqlstore.DB {
 	t.Helper()
 	ctx := context.Background()
 	db, err := sqlstore.Open(ctx, cfg)
@@ -60,7 +60,7 @@ func harness(t *testing.T, cfg sqlstore.Config) storetest.Harness {
 	}
 }
 
-func sqliteConfig(t *testing.T) sqlstore.Config {
+func sqliteConfig(t testing.TB) sqlstore.Config {
 	return sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "webhook.db")}
 }
 

@@ -36,6 +36,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"DeleteRemovesDeliveries", testDelete},
 		{"EnqueueMatchesAndIsIdempotent", testEnqueue},
 		{"ClaimHonoursCapAndLease", testClaim},
+		{"ClaimOldestFirstAcrossBacklog", testClaimOrder},
+		{"ConcurrentClaimsKeepCapAndNeverShare", testConcurrentClaims},
 		{"CompleteTracksFailuresAndDisables", testComplete},
 		{"DeliveriesNewestFirstAndRedeliver", testDeliveries},
 		{"Secrets", testSecrets},
@@ -268,6 +270,99 @@ func testClaim(t *testing.T, h Harness) {
 	// limit is honoured.
 	if again, _ := h.Store.Claim(ctx, lease.Add(2*time.Hour), lease.Add(3*time.Hour), 1, 2); len(again) != 1 {
 		t.Errorf("Claim(limit 1) = %d; want 1", len(again))
+	}
+}
+
+// testClaimOrder: a claim takes each endpoint's oldest due deliveries,
+// skips those not yet due, and a long backlog at one endpoint does not keep
+// another endpoint's delivery out of the batch.
+func testClaimOrder(t *testing.T, h Harness) {
+	ctx := context.Background()
+	org := uuid.NewString()
+	busy := newSub(t, h, org, base, "agent.created")
+	quiet := newSub(t, h, org, base, "token.issued")
+	var want []string
+	for i := range 40 {
+		e := event(t, events.AgentCreated, org)
+		if _, err := h.Store.Enqueue(ctx, []events.Envelope{e}, base.Add(time.Duration(i)*time.Second), nil); err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			want = append(want, e.ID)
+		}
+	}
+	if _, err := h.Store.Enqueue(ctx, []events.Envelope{event(t, events.TokenIssued, org)}, base.Add(time.Hour), nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.Store.Claim(ctx, base.Add(time.Hour), base.Add(2*time.Hour), 4, 3)
+	if err != nil {
+		t.Fatalf("Claim = %v", err)
+	}
+	var busyEvents []string
+	quietN := 0
+	for _, c := range got {
+		switch c.SubscriptionID {
+		case busy.ID:
+			busyEvents = append(busyEvents, c.EventID)
+		case quiet.ID:
+			quietN++
+		}
+	}
+	if !slices.Equal(busyEvents, want) || quietN != 1 {
+		t.Errorf("Got(Claim busy events) = %v, quiet %d; want the 3 oldest %v, quiet 1", busyEvents, quietN, want)
+	}
+	// Not yet due: a delivery enqueued later than the claim instant.
+	if again, _ := h.Store.Claim(ctx, base.Add(-time.Second), base.Add(time.Hour), 10, 10); len(again) != 0 {
+		t.Errorf("Got(Claim before anything is due) = %d; want 0", len(again))
+	}
+}
+
+// testConcurrentClaims: claims racing for the same endpoints never return
+// the same delivery twice nor lease more than the cap per endpoint.
+func testConcurrentClaims(t *testing.T, h Harness) {
+	ctx := context.Background()
+	org := uuid.NewString()
+	const subs, perSub, maxPer = 3, 30, 4
+	for range subs {
+		newSub(t, h, org, base)
+	}
+	var evs []events.Envelope
+	for range perSub {
+		evs = append(evs, event(t, events.AgentCreated, org))
+	}
+	if n, err := h.Store.Enqueue(ctx, evs, base, nil); err != nil || n != subs*perSub {
+		t.Fatalf("Enqueue = %d, %v; want %d", n, err, subs*perSub)
+	}
+	results := make(chan []hook.Claimed, 8)
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			got, err := h.Store.Claim(ctx, base, base.Add(time.Minute), 5, maxPer)
+			results <- got
+			errs <- err
+		}()
+	}
+	seen := map[string]bool{}
+	per := map[string]int{}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent Claim = %v", err)
+		}
+		for _, c := range <-results {
+			if seen[c.ID] {
+				t.Errorf("delivery %s claimed twice", c.ID)
+			}
+			seen[c.ID] = true
+			per[c.SubscriptionID]++
+		}
+	}
+	for id, n := range per {
+		if n > maxPer {
+			t.Errorf("Got(leased at %s) = %d; want at most %d", id, n, maxPer)
+		}
+	}
+	if len(seen) == 0 {
+		t.Error("no concurrent claim got anything")
 	}
 }
 
