@@ -362,7 +362,7 @@ func TestRenderDefaultValues(t *testing.T) {
 		"did":        {"DID_BASE_URL": "https://idp.example.com"},
 		"federation": {"FEDERATION_AUDIENCE": "https://idp.example.com", "REDIS_URL": "redis://redis-master:6379/0"},
 		"billing":    {"REDIS_URL": "redis://redis-master:6379/0"},
-		"webhook":    {"WEBHOOK_TIMEOUT": "10s", "WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "4"},
+		"webhook":    {"WEBHOOK_TIMEOUT": "10s", "WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "16"},
 	} {
 		env := envOf(m.deployments[svc])
 		for k, v := range want {
