@@ -121,7 +121,7 @@ func TestBenchEventToAnalytics(t *testing.T) {
 }
 
 // TestBenchWebhookDelivery issues tokens at 500/s for 10 s with a webhook
-// subscribed to token.issued (default delivery settings: 16 workers, 4 in
+// subscribed to token.issued (default delivery settings: 64 workers, 16 in
 // flight per endpoint) and reports, per event, the time from the event's
 // commit (its envelope time, set when the token service issues the token)
 // to the first delivery attempt at the receiver, and the delivery
