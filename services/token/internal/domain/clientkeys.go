@@ -83,6 +83,9 @@ type ClientKeyData struct {
 	KeyID   string `json:"keyId"`
 	Alg     string `json:"alg,omitempty"`
 	JWKSURI string `json:"jwksUri,omitempty"`
+	// JWK is the agent's public key (never private material), so the did
+	// service can list it as a verification method of the agent's DID.
+	JWK *jose.JWK `json:"jwk,omitempty"`
 }
 
 // RegisterClientKeyInput is the body of POST /agents/{id}/keys: a public
@@ -272,6 +275,10 @@ func clientKeyEvent(t events.Type, orgID string, k ClientKey, at time.Time) (eve
 	d := ClientKeyData{
 		CredentialData: events.CredentialData{CredentialID: k.KeyID, AgentID: k.AgentID, Status: k.Status, At: at},
 		KeyID:          k.KeyID, Alg: k.Alg,
+	}
+	if k.JWK.Kty != "" {
+		jwk := k.JWK
+		d.JWK = &jwk
 	}
 	if k.JWKSURI != nil {
 		d.JWKSURI = *k.JWKSURI
