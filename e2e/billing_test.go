@@ -106,7 +106,9 @@ func TestBillingJourney(t *testing.T) {
 	}
 
 	c := newClient(t, issuer)
-	admin, r := c.token(adminID, adminSecret, "admin:orgs agents:read agents:write")
+	// The operator grants the org's billing agent billing scopes, so it
+	// must hold them itself (no agent grants what it lacks).
+	admin, r := c.token(adminID, adminSecret, "admin:orgs agents:read agents:write billing:read billing:write")
 	c.mustStatus(r, http.StatusOK, "admin token")
 
 	r = c.do(http.MethodPost, "/api/v1/organizations", admin, map[string]any{
@@ -118,15 +120,9 @@ func TestBillingJourney(t *testing.T) {
 	r.decode(t, &org)
 	orgID := org.OrganizationID
 
-	// The org's billing caller. billing:write is what checkout asks of a
-	// member; if the token service does not know the billing scopes, the
-	// only other scope billing accepts is admin:orgs.
+	// The org's billing caller: billing:write is what checkout asks of a
+	// member of the organisation (no platform-wide scope needed).
 	billingScopes := []string{"agents:read", "billing:read", "billing:write"}
-	r = c.do(http.MethodPost, "/api/v1/agents", admin, agentBody(orgID, "billing-0", billingScopes))
-	if r.Status == http.StatusBadRequest && bytes.Contains(r.Body, []byte("unknown scope")) {
-		t.Logf("token service rejects billing scopes (%s); the org's billing agent gets admin:orgs instead", r.Body)
-		billingScopes = []string{"agents:read", "admin:orgs"}
-	}
 	// The token service learns of the new organisation through NATS KV.
 	var agent struct {
 		AgentID string `json:"agentId"`

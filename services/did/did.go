@@ -3,7 +3,9 @@
 // documents at the did:web-resolvable URL /agents/{id}/did.json and the
 // seed's /api/v1/agents/{id}/did, W3C DID Resolution results and agent
 // cards. It keeps its own read model of agents, fed by agent.* events, and
-// never calls another service.
+// lists the public keys agents registered themselves (credential.* events
+// with a keyId, from the token service) as agent-held verification methods
+// of their DIDs; it never calls another service.
 //
 // Private keys live behind the secrets port (libs/secrets) at
 // did/keys/<agent id>/<kid>: in Vault KV v2 when VAULT_ADDR is set, else in
@@ -43,7 +45,8 @@ import (
 // Name is the service name (metrics label, event source, default schema).
 const Name = "did"
 
-// Durable is the name of the agent-event consumer shared by the replicas.
+// Durable is the name of the agent- and credential-event consumer shared
+// by the replicas.
 const Durable = "did"
 
 // Migrations are the service's schema migrations (postgres/ and sqlite/).
@@ -254,9 +257,11 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 // Handler serves the public API.
 func (s *Service) Handler() http.Handler { return s.handler }
 
-// Run relays the outbox, consumes agent events (durable "did") and, with a
-// NATS connection, drops cached documents on every replica when an agent or
-// DID event passes (the durable consumer reaches only one replica).
+// Run relays the outbox, consumes agent and credential events (durable
+// "did"; credential events of agent-held keys become verification methods)
+// and, with a NATS connection, drops cached documents on every replica when
+// an agent, DID or credential event passes (the durable consumer reaches
+// only one replica).
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -267,7 +272,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}()
 	if s.nc != nil {
-		for _, subj := range []string{events.DomainSubjects("agent"), events.DomainSubjects("did")} {
+		for _, subj := range []string{events.DomainSubjects("agent"), events.DomainSubjects("did"), events.DomainSubjects("credential")} {
 			sub, err := s.nc.Subscribe(subj, func(m *nats.Msg) {
 				if e, err := events.Decode(m.Data); err == nil && e.Subject != "" {
 					s.domain.Invalidate(e.Subject)
@@ -282,7 +287,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
 		Durable:    Durable,
-		Subjects:   []string{events.DomainSubjects("agent")},
+		Subjects:   []string{events.DomainSubjects("agent"), events.DomainSubjects("credential")},
 		Logger:     s.logger,
 		Registerer: s.reg,
 	}, s.handle)
@@ -308,8 +313,9 @@ func (s *Service) Checks() map[string]httpx.Check {
 	return map[string]httpx.Check{"secrets": s.ping}
 }
 
-// HandleEvent applies one agent event synchronously (the all-in-one binary
-// and tests; production goes through the durable consumer).
+// HandleEvent applies one agent or credential event synchronously (the
+// all-in-one binary and tests; production goes through the durable
+// consumer).
 func (s *Service) HandleEvent(ctx context.Context, e events.Envelope) error {
 	return s.domain.HandleEvent(ctx, e)
 }

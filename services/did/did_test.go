@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -44,6 +46,13 @@ func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil, nil) }
 // with the test configuration changed by configure.
 func newHarnessWith(t *testing.T, db *sqlstore.DB, configure func(*did.Config)) *harness {
 	t.Helper()
+	return newHarnessLogged(t, db, configure, nil)
+}
+
+// newHarnessLogged is newHarnessWith with the service logging to logger
+// (discarded when nil).
+func newHarnessLogged(t *testing.T, db *sqlstore.DB, configure func(*did.Config), logger *slog.Logger) *harness {
+	t.Helper()
 	ctx := context.Background()
 	if db == nil {
 		var err error
@@ -65,7 +74,7 @@ func newHarnessWith(t *testing.T, db *sqlstore.DB, configure func(*did.Config)) 
 	if configure != nil {
 		configure(&cfg)
 	}
-	svc, err := did.New(ctx, cfg, &svcrun.Deps{Service: "did", Registry: prometheus.NewRegistry(), DB: db, NATS: nc, JS: js, Codec: codec})
+	svc, err := did.New(ctx, cfg, &svcrun.Deps{Service: "did", Logger: logger, Registry: prometheus.NewRegistry(), DB: db, NATS: nc, JS: js, Codec: codec})
 	if err != nil {
 		t.Fatalf("did.New = %v", err)
 	}
@@ -215,18 +224,27 @@ func validateDIDDocument(t *testing.T, doc map[string]any, wantID string) (metho
 			t.Errorf("Got(verificationMethod.controller) = %v; want a DID", vm["controller"])
 		}
 		jwk, _ := vm["publicKeyJwk"].(map[string]any)
-		if jwk["kty"] != "EC" || jwk["crv"] != "P-256" || !b64urlRe.MatchString(jwk["x"].(string)) || !b64urlRe.MatchString(jwk["y"].(string)) {
-			t.Errorf("Got(publicKeyJwk) = %v; want an EC P-256 public JWK", jwk)
+		x, _ := jwk["x"].(string)
+		y, _ := jwk["y"].(string)
+		ec := jwk["kty"] == "EC" && jwk["crv"] == "P-256" && b64urlRe.MatchString(x) && b64urlRe.MatchString(y)
+		// Agent-held keys may also be Ed25519 (still JsonWebKey2020).
+		okp := jwk["kty"] == "OKP" && jwk["crv"] == "Ed25519" && b64urlRe.MatchString(x) && jwk["y"] == nil
+		if !ec && !okp {
+			t.Errorf("Got(publicKeyJwk) = %v; want an EC P-256 or OKP Ed25519 public JWK", jwk)
 		}
-		if _, private := jwk["d"]; private {
-			t.Errorf("Got(publicKeyJwk.d) present; private key material must never be published")
+		for _, m := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+			if _, private := jwk[m]; private {
+				t.Errorf("Got(publicKeyJwk.%s) present; private key material must never be published", m)
+			}
 		}
 		var pub jose.JWK
 		b, _ := json.Marshal(jwk)
 		_ = json.Unmarshal(b, &pub)
 		k, err := pub.PublicKey()
-		if _, isEC := k.(*ecdsa.PublicKey); err != nil || !isEC {
-			t.Errorf("JWK.PublicKey() = %T, %v; want a valid P-256 point", k, err)
+		_, isEC := k.(*ecdsa.PublicKey)
+		_, isEd := k.(ed25519.PublicKey)
+		if err != nil || (ec && !isEC) || (okp && !isEd) {
+			t.Errorf("JWK.PublicKey() = %T, %v; want a valid P-256 point or Ed25519 key", k, err)
 		}
 		if tp, _ := jose.Thumbprint(pub); "#"+tp != vmID[len(id):] {
 			t.Errorf("Got(fragment) = %s; want the RFC 7638 thumbprint %s", vmID[len(id):], tp)

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,10 @@ type DocumentMetadata struct {
 	Updated     time.Time `json:"updated"`
 	Deactivated bool      `json:"deactivated"`
 	AgentStatus string    `json:"agentStatus,omitempty"`
+	// AgentHeldKeys is an extension naming the verification methods whose
+	// private key the agent holds (registered by the agent), as opposed to
+	// the IdP-custodial DID keys.
+	AgentHeldKeys []string `json:"agentHeldKeys,omitempty"`
 }
 
 // Card is an AGNTCY-style agent card.
@@ -111,8 +116,13 @@ func ValidWebHost(h string) bool {
 // document renders the DID document of did from its keys: active keys are
 // listed and referenced from authentication and assertionMethod; retired
 // keys younger than retiredTTL are listed only, so signatures made just
-// before a rotation still verify.
-func document(did, controller string, keys []Key, services []ServiceEndpoint, now time.Time, retiredTTL time.Duration) Document {
+// before a rotation still verify. The agent-held keys held (already
+// filtered to the active ones) are listed and referenced from
+// authentication only: the agent proves possession with them, but
+// assertions in the agent's name stay with the IdP-custodial key whose
+// lifecycle the IdP controls. A held key whose id is already taken (a kid
+// equal to a custodial one) is skipped, so ids stay unique.
+func document(did, controller string, keys []Key, held []AgentHeldKey, services []ServiceEndpoint, now time.Time, retiredTTL time.Duration) Document {
 	d := Document{
 		Context: documentContext, ID: did, Controller: controller,
 		VerificationMethod: []VerificationMethod{}, Authentication: []string{}, AssertionMethod: []string{},
@@ -131,6 +141,16 @@ func document(did, controller string, keys []Key, services []ServiceEndpoint, no
 		d.VerificationMethod = append(d.VerificationMethod, VerificationMethod{
 			ID: id, Type: "JsonWebKey2020", Controller: did, PublicKeyJwk: k.PublicJWK,
 		})
+	}
+	for _, k := range held {
+		id := did + "#" + k.KID
+		if slices.ContainsFunc(d.VerificationMethod, func(vm VerificationMethod) bool { return vm.ID == id }) {
+			continue
+		}
+		d.VerificationMethod = append(d.VerificationMethod, VerificationMethod{
+			ID: id, Type: "JsonWebKey2020", Controller: did, PublicKeyJwk: k.PublicJWK,
+		})
+		d.Authentication = append(d.Authentication, id)
 	}
 	return d
 }

@@ -15,7 +15,7 @@ func TestDocumentRetiredKeyTTL(t *testing.T) {
 		{KID: "recent", Status: KeyRetired, RetiredAt: &recent},
 		{KID: "active", Status: KeyActive},
 	}
-	d := document("did:web:h:agents:a", "did:web:h", keys, nil, now, 24*time.Hour)
+	d := document("did:web:h:agents:a", "did:web:h", keys, nil, nil, now, 24*time.Hour)
 	var listed []string
 	for _, vm := range d.VerificationMethod {
 		listed = append(listed, vm.ID)
@@ -65,5 +65,23 @@ func TestDocCacheBounded(t *testing.T) {
 	now = now.Add(2 * time.Minute)
 	if _, ok := c.get("x"); ok {
 		t.Errorf("get(expired) = ok; want a miss after the TTL")
+	}
+}
+
+func TestDocumentAgentHeldKeys(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	keys := []Key{{KID: "idp", Status: KeyActive}}
+	held := []AgentHeldKey{{KID: "mine"}, {KID: "idp"}} // "idp" collides with the custodial kid
+	d := document("did:web:h:agents:a", "did:web:h", keys, held, nil, now, time.Hour)
+	var listed []string
+	for _, vm := range d.VerificationMethod {
+		listed = append(listed, vm.ID+"|"+vm.Controller)
+	}
+	if want := "[did:web:h:agents:a#idp|did:web:h:agents:a did:web:h:agents:a#mine|did:web:h:agents:a]"; fmt.Sprint(listed) != want {
+		t.Errorf("Got(verificationMethod) = %v; want %s (custodial kept on a kid collision)", listed, want)
+	}
+	if fmt.Sprint(d.Authentication) != "[did:web:h:agents:a#idp did:web:h:agents:a#mine]" || fmt.Sprint(d.AssertionMethod) != "[did:web:h:agents:a#idp]" {
+		t.Errorf("Got(authentication, assertionMethod) = %v, %v; want the held key in authentication only", d.Authentication, d.AssertionMethod)
 	}
 }

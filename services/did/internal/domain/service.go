@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -105,11 +106,15 @@ type agentPayload struct {
 
 // HandleEvent applies one agent.* event: it updates the read model and, for
 // an agent that is not decommissioned, makes sure it has a DID key (so the
-// first event of any kind heals a missed agent.created). It is idempotent.
-// Malformed events are skipped (logged), not retried.
+// first event of any kind heals a missed agent.created). credential.generated
+// and credential.revoked of agent-held keys add and remove verification
+// methods (see handleCredential). It is idempotent. Malformed events are
+// skipped (logged), not retried.
 func (s *Service) HandleEvent(ctx context.Context, e events.Envelope) error {
 	switch e.Type {
 	case events.AgentCreated, events.AgentUpdated, events.AgentSuspended, events.AgentReactivated, events.AgentDecommissioned:
+	case events.CredentialGenerated, events.CredentialRevoked:
+		return s.handleCredential(ctx, e)
 	default:
 		return nil
 	}
@@ -250,6 +255,12 @@ func (s *Service) AgentView(ctx context.Context, agentID string) (View, error) {
 	if err != nil {
 		return View{}, httpx.Unavailable("key store unavailable", err)
 	}
+	allHeld, err := s.store.AgentHeldKeys(ctx, agentID)
+	if err != nil {
+		return View{}, httpx.Unavailable("key store unavailable", err)
+	}
+	allHeld = slices.DeleteFunc(allHeld, func(k AgentHeldKey) bool { return k.OrgID != a.OrgID })
+	held := listedHeldKeys(allHeld)
 	did := s.AgentDID(agentID)
 	services := []ServiceEndpoint{
 		{ID: did + "#oauth2-token", Type: "OAuth2TokenEndpoint", ServiceEndpoint: s.o.BaseURL + "/oauth2/token"},
@@ -257,9 +268,10 @@ func (s *Service) AgentView(ctx context.Context, agentID string) (View, error) {
 	}
 	v := View{
 		Agent:    a,
-		Document: document(did, s.InstanceDID(), keys, services, s.o.Now(), s.o.RetiredTTL),
-		Meta:     metadata(a.CreatedAt, a.UpdatedAt, keys),
+		Document: document(did, s.InstanceDID(), keys, held, services, s.o.Now(), s.o.RetiredTTL),
+		Meta:     metadata(a.CreatedAt, a.UpdatedAt, keys, allHeld),
 	}
+	v.Meta.AgentHeldKeys = heldMethodIDs(v.Document, did, held)
 	v.Meta.Deactivated = a.Status == StatusDecommissioned
 	if a.Status != StatusActive {
 		v.Meta.AgentStatus = a.Status
@@ -271,7 +283,7 @@ func (s *Service) AgentView(ctx context.Context, agentID string) (View, error) {
 	return v, nil
 }
 
-func metadata(created, updated time.Time, keys []Key) DocumentMetadata {
+func metadata(created, updated time.Time, keys []Key, held []AgentHeldKey) DocumentMetadata {
 	m := DocumentMetadata{Created: created, Updated: updated}
 	for _, k := range keys {
 		if k.CreatedAt.Before(m.Created) || m.Created.IsZero() {
@@ -281,7 +293,32 @@ func metadata(created, updated time.Time, keys []Key) DocumentMetadata {
 			m.Updated = k.CreatedAt
 		}
 	}
+	// Adding or revoking an agent-held key changes the document too.
+	for _, k := range held {
+		if k.PublicJWK.Kty != "" && k.CreatedAt.After(m.Updated) {
+			m.Updated = k.CreatedAt
+		}
+		if k.RevokedAt != nil && k.RevokedAt.After(m.Updated) {
+			m.Updated = *k.RevokedAt
+		}
+	}
 	return m
+}
+
+// heldMethodIDs are the ids of the listed verification methods that are
+// agent-held (nil when none), for the resolution metadata.
+func heldMethodIDs(d Document, did string, held []AgentHeldKey) []string {
+	listed := map[string]bool{}
+	for _, vm := range d.VerificationMethod {
+		listed[vm.ID] = true
+	}
+	var out []string
+	for _, k := range held {
+		if id := did + "#" + k.KID; listed[id] && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // InstanceDocument returns the IdP's own DID document.
@@ -299,7 +336,7 @@ func (s *Service) InstanceDocument(ctx context.Context) (Document, error) {
 		{ID: did + "#jwks", Type: "JsonWebKeySet", ServiceEndpoint: s.o.BaseURL + "/.well-known/jwks.json"},
 		{ID: did + "#openid-configuration", Type: "OpenIdConfiguration", ServiceEndpoint: s.o.BaseURL + "/.well-known/openid-configuration"},
 	}
-	d := document(did, did, keys, services, s.o.Now(), s.o.RetiredTTL)
+	d := document(did, did, keys, nil, services, s.o.Now(), s.o.RetiredTTL)
 	s.cache.put(InstanceSubject, View{Document: d})
 	return d, nil
 }

@@ -65,6 +65,18 @@ type Key struct {
 	RetiredAt *time.Time
 }
 
+// AgentHeldKey is a public key an agent registered itself with the token
+// service (POST /api/v1/agents/{id}/keys); the agent holds the private half.
+// It is a verification method of the agent's DID while RevokedAt is nil.
+type AgentHeldKey struct {
+	AgentID   string
+	OrgID     string // organisation of the event that announced it
+	KID       string
+	PublicJWK jose.JWK // zero for a revocation seen before its generation
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
 // Errors a Store returns (possibly wrapped).
 var (
 	ErrNotFound    = errors.New("not found")
@@ -95,6 +107,20 @@ type Store interface {
 	// key, in one transaction. It returns the key it retired, or
 	// ErrNoActiveKey (writing nothing). An error from mkEvents aborts.
 	RotateKey(ctx context.Context, k Key, mkEvents func(retired Key) ([]events.Envelope, error)) (Key, error)
+	// AddAgentHeldKey inserts k (RevokedAt ignored: active) unless the
+	// agent already has a row for k.KID, active or revoked: then it writes
+	// nothing and reports false (redelivery; kids are never reused, so a
+	// revoked key never comes back).
+	AddAgentHeldKey(ctx context.Context, k AgentHeldKey) (bool, error)
+	// RevokeAgentHeldKey marks the agent's key kid revoked at at and
+	// reports true if it was active. An unknown kid is recorded as revoked
+	// (zero PublicJWK, CreatedAt = at) so that a generation delivered after
+	// its revocation adds nothing; it reports false, as for a key already
+	// revoked (nothing changes then).
+	RevokeAgentHeldKey(ctx context.Context, agentID, orgID, kid string, at time.Time) (bool, error)
+	// AgentHeldKeys returns every agent-held key row of agentID, revoked
+	// ones included, ordered by CreatedAt then KID (none: an empty slice).
+	AgentHeldKeys(ctx context.Context, agentID string) ([]AgentHeldKey, error)
 }
 
 // KeyStore keeps DID private keys (PKCS#8 DER) by reference. The service

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/sqlstore"
@@ -226,4 +227,77 @@ func (s *Store) RotateKey(ctx context.Context, k domain.Key, mkEvents func(retir
 		return domain.Key{}, err
 	}
 	return old, nil
+}
+
+// AddAgentHeldKey implements domain.Store.
+func (s *Store) AddAgentHeldKey(ctx context.Context, k domain.AgentHeldKey) (bool, error) {
+	jwk, err := json.Marshal(k.PublicJWK)
+	if err != nil {
+		return false, err
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO agent_held_keys (agent_id, kid, org_id, public_jwk, created_at, revoked_at)
+		VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT (agent_id, kid) DO NOTHING`, k.AgentID, k.KID, k.OrgID, string(jwk), k.CreatedAt.UTC())
+	if err != nil {
+		return false, fmt.Errorf("insert agent-held key: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("insert agent-held key: %w", err)
+	}
+	return n == 1, nil
+}
+
+// RevokeAgentHeldKey implements domain.Store.
+func (s *Store) RevokeAgentHeldKey(ctx context.Context, agentID, orgID, kid string, at time.Time) (bool, error) {
+	at = at.UTC()
+	res, err := s.db.ExecContext(ctx, `UPDATE agent_held_keys SET revoked_at = ? WHERE agent_id = ? AND kid = ? AND revoked_at IS NULL`,
+		at, agentID, kid)
+	if err != nil {
+		return false, fmt.Errorf("revoke agent-held key: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("revoke agent-held key: %w", err)
+	}
+	if n == 1 {
+		return true, nil
+	}
+	// Unknown (or already revoked): leave a revoked row so a generation
+	// delivered late cannot list the key.
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO agent_held_keys (agent_id, kid, org_id, public_jwk, created_at, revoked_at)
+		VALUES (?, ?, ?, '', ?, ?) ON CONFLICT (agent_id, kid) DO NOTHING`, agentID, kid, orgID, at, at); err != nil {
+		return false, fmt.Errorf("record agent-held key revocation: %w", err)
+	}
+	return false, nil
+}
+
+// AgentHeldKeys implements domain.Store.
+func (s *Store) AgentHeldKeys(ctx context.Context, agentID string) ([]domain.AgentHeldKey, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, kid, org_id, public_jwk, created_at, revoked_at
+		FROM agent_held_keys WHERE agent_id = ? ORDER BY created_at, kid`, agentID)
+	if err != nil {
+		return nil, fmt.Errorf("list agent-held keys: %w", err)
+	}
+	defer rows.Close()
+	out := []domain.AgentHeldKey{}
+	for rows.Next() {
+		var k domain.AgentHeldKey
+		var jwk string
+		var revoked sql.NullTime
+		if err := rows.Scan(&k.AgentID, &k.KID, &k.OrgID, &jwk, &k.CreatedAt, &revoked); err != nil {
+			return nil, err
+		}
+		if jwk != "" {
+			if err := json.Unmarshal([]byte(jwk), &k.PublicJWK); err != nil {
+				return nil, fmt.Errorf("agent-held key %s: %w", k.KID, err)
+			}
+		}
+		k.CreatedAt = k.CreatedAt.UTC()
+		if revoked.Valid {
+			t := revoked.Time.UTC()
+			k.RevokedAt = &t
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
 }

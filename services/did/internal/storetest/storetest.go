@@ -38,6 +38,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"CreateFirstKeyConcurrent", testCreateFirstKeyConcurrent},
 		{"RotateKey", testRotate},
 		{"RotateWithoutKey", testRotateWithoutKey},
+		{"AgentHeldKeys", testAgentHeldKeys},
+		{"AgentHeldKeyRevokedFirst", testAgentHeldRevokedFirst},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
