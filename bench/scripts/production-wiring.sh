@@ -197,6 +197,11 @@ if [[ -z "${SKIP_INTROSPECT:-}" ]]; then
 			-header "Content-Type: application/x-www-form-urlencoded" \
 			-token-url "$GATEWAY_URL/oauth2/token" -client-id "$CLIENT_ID" -client-secret "$CLIENT_SECRET" -scope tokens:read \
 			-c "$c" -d "${DURATION:-10s}" -warmup "${WARMUP:-1s}" -label "introspect-c$c" -quiet
+		echo; echo "== introspection directly at the token service (signed internal context), c=$c"
+		"$LOADGEN" -url "$SERVICE_URL/oauth2/introspect" -method POST -body "token=$subject" \
+			-header "Content-Type: application/x-www-form-urlencoded" \
+			-header "$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes tokens:read)" \
+			-c "$c" -d "${DURATION:-10s}" -warmup "${WARMUP:-1s}" -label "introspect-direct-c$c" -quiet
 	done
 fi
 
