@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 modules=$(go list -m -f '{{.Dir}}' | sed "s#^$PWD/##" | sort)
 pkgs=$(for m in $modules; do echo "./$m/..."; done)
 
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
+
 echo "== go vet (workspace)"
 # shellcheck disable=SC2086
 go vet $pkgs
