@@ -11,7 +11,7 @@
 #
 # Environment:
 #   GATEWAY_URL    gateway base URL               (default http://127.0.0.1:8080)
-#   SERVICE_URL    token service base URL         (default http://127.0.0.1:8181)
+#   SERVICE_URL    token service base URL         (default http://127.0.0.1:8081)
 #   CLIENT_ID      client used to get the token   (required)
 #   CLIENT_SECRET  its secret                     (required)
 #   SCOPE          scope for the token            (default: none)
@@ -27,7 +27,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 GATEWAY_URL="${GATEWAY_URL:-http://127.0.0.1:8080}"
-SERVICE_URL="${SERVICE_URL:-http://127.0.0.1:8181}"
+SERVICE_URL="${SERVICE_URL:-http://127.0.0.1:8081}"
 CLIENT_ID="${CLIENT_ID:?set CLIENT_ID to a registered client}"
 CLIENT_SECRET="${CLIENT_SECRET:?set CLIENT_SECRET}"
 SCOPE="${SCOPE:-}"
