@@ -2,17 +2,18 @@ package sqlstore_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/agentidp/agentidp/libs/sqlstore"
-	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/libs/sqlstore/sqlstoretest"
 	"github.com/agentidp/agentidp/services/analytics/internal/counting"
 	astore "github.com/agentidp/agentidp/services/analytics/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/analytics/internal/storetest"
 	"github.com/agentidp/agentidp/services/analytics/migrations"
 )
 
+// open opens cfg and migrates it. Unlike sqlstoretest.OpenConfig it does not
+// create the outbox: analytics does not use one.
 func open(t *testing.T, cfg sqlstore.Config) (*astore.Store, storetest.Exec) {
 	t.Helper()
 	ctx := context.Background()
@@ -34,12 +35,13 @@ func open(t *testing.T, cfg sqlstore.Config) (*astore.Store, storetest.Exec) {
 }
 
 func sqliteCfg(t *testing.T) sqlstore.Config {
-	return sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "analytics.db")}
+	return sqlstoretest.Config(t, sqlstore.SQLite)
 }
 
 func postgresCfg(t *testing.T) sqlstore.Config {
-	url, schema := testkit.PostgresSchema(t)
-	return sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 6}
+	cfg := sqlstoretest.Config(t, sqlstore.Postgres)
+	cfg.MaxConns = 6
+	return cfg
 }
 
 func TestSQLite(t *testing.T) {

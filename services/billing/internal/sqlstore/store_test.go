@@ -2,36 +2,28 @@ package sqlstore_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/agentidp/agentidp/libs/sqlstore"
-	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/libs/sqlstore/sqlstoretest"
 	billingstore "github.com/agentidp/agentidp/services/billing/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/billing/internal/storetest"
 	"github.com/agentidp/agentidp/services/billing/migrations"
 )
 
-func harness(t *testing.T, cfg sqlstore.Config) storetest.Harness {
+func harness(t *testing.T, d sqlstore.Driver) storetest.Harness {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open %s: %v", cfg.Driver, err)
+	cfg := sqlstoretest.Config(t, d)
+	if d == sqlstore.Postgres {
+		cfg.MaxConns = 8
 	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, migrations.FS); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	if err := db.EnsureOutbox(ctx); err != nil {
-		t.Fatalf("outbox: %v", err)
-	}
+	db := sqlstoretest.OpenConfig(t, cfg, migrations.FS)
 	return storetest.Harness{
 		Store: billingstore.New(db),
 		OutboxCount: func(t *testing.T) int {
 			t.Helper()
 			var n int
-			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM outbox").Scan(&n); err != nil {
+			if err := db.QueryRowContext(context.Background(), "SELECT COUNT(*) FROM outbox").Scan(&n); err != nil {
 				t.Fatalf("count outbox: %v", err)
 			}
 			return n
@@ -41,15 +33,10 @@ func harness(t *testing.T, cfg sqlstore.Config) storetest.Harness {
 
 func TestSQLite(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		return harness(t, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "billing.db")})
-	})
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqlstore.SQLite) })
 }
 
 func TestPostgres(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		url, schema := testkit.PostgresSchema(t)
-		return harness(t, sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 8})
-	})
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqlstore.Postgres) })
 }

@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"github.com/agentidp/agentidp/libs/sqlstore"
-	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/libs/sqlstore/sqlstoretest"
 	"github.com/agentidp/agentidp/services/did/internal/domain"
 	"github.com/agentidp/agentidp/services/did/internal/sealedkeys"
 	didstore "github.com/agentidp/agentidp/services/did/internal/sqlstore"
@@ -16,53 +15,19 @@ import (
 	"github.com/agentidp/agentidp/services/did/migrations"
 )
 
-func open(t *testing.T, cfg sqlstore.Config) *sqlstore.DB {
-	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open %s: %v", cfg.Driver, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, migrations.FS); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	if err := db.EnsureOutbox(ctx); err != nil {
-		t.Fatalf("outbox: %v", err)
-	}
-	return db
-}
-
 func harness(t *testing.T, db *sqlstore.DB) storetest.Harness {
 	return storetest.Harness{
-		Store: didstore.New(db),
-		Outbox: func(t *testing.T) []string {
-			t.Helper()
-			rows, err := db.QueryContext(context.Background(), "SELECT id FROM outbox ORDER BY seq")
-			if err != nil {
-				t.Fatalf("read outbox: %v", err)
-			}
-			defer rows.Close()
-			var ids []string
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					t.Fatal(err)
-				}
-				ids = append(ids, id)
-			}
-			return ids
-		},
+		Store:  didstore.New(db),
+		Outbox: func(t *testing.T) []string { return sqlstoretest.OutboxIDs(t, db) },
 	}
 }
 
 func sqliteDB(t *testing.T) *sqlstore.DB {
-	return open(t, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "did.db")})
+	return sqlstoretest.Open(t, sqlstore.SQLite, migrations.FS)
 }
 
 func postgresDB(t *testing.T) *sqlstore.DB {
-	url, schema := testkit.PostgresSchema(t)
-	return open(t, sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 4})
+	return sqlstoretest.Open(t, sqlstore.Postgres, migrations.FS)
 }
 
 func TestSQLite(t *testing.T) {

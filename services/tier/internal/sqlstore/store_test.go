@@ -1,64 +1,30 @@
 package sqlstore_test
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/agentidp/agentidp/libs/sqlstore"
-	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/libs/sqlstore/sqlstoretest"
 	tierstore "github.com/agentidp/agentidp/services/tier/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/tier/internal/storetest"
 	"github.com/agentidp/agentidp/services/tier/migrations"
 )
 
-func harness(t *testing.T, cfg sqlstore.Config) storetest.Harness {
+func harness(t *testing.T, d sqlstore.Driver) storetest.Harness {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open %s: %v", cfg.Driver, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, migrations.FS); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	if err := db.EnsureOutbox(ctx); err != nil {
-		t.Fatalf("outbox: %v", err)
-	}
+	db := sqlstoretest.Open(t, d, migrations.FS)
 	return storetest.Harness{
-		Store: tierstore.New(db),
-		Outbox: func(t *testing.T) []string {
-			t.Helper()
-			rows, err := db.QueryContext(ctx, "SELECT id FROM outbox ORDER BY seq")
-			if err != nil {
-				t.Fatalf("read outbox: %v", err)
-			}
-			defer rows.Close()
-			var ids []string
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					t.Fatal(err)
-				}
-				ids = append(ids, id)
-			}
-			return ids
-		},
+		Store:  tierstore.New(db),
+		Outbox: func(t *testing.T) []string { return sqlstoretest.OutboxIDs(t, db) },
 	}
 }
 
 func TestSQLite(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		return harness(t, sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "tier.db")})
-	})
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqlstore.SQLite) })
 }
 
 func TestPostgres(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		url, schema := testkit.PostgresSchema(t)
-		return harness(t, sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 4})
-	})
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqlstore.Postgres) })
 }

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
-	"github.com/agentidp/agentidp/libs/sqlstore"
-	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/libs/sqlstore/sqlstoretest"
 	"github.com/agentidp/agentidp/services/webhook/internal/hook"
 	whstore "github.com/agentidp/agentidp/services/webhook/internal/sqlstore"
+	"github.com/agentidp/agentidp/services/webhook/migrations"
 	"github.com/google/uuid"
 )
 
@@ -22,20 +22,10 @@ import (
 //
 //	go test -run '^$' -bench Claim -benchtime 2s ./internal/sqlstore/
 func BenchmarkClaim(b *testing.B) {
-	drivers := []struct {
-		name string
-		cfg  func(b *testing.B) sqlstore.Config
-	}{
-		{"sqlite", func(b *testing.B) sqlstore.Config { return sqliteConfig(b) }},
-		{"postgres", func(b *testing.B) sqlstore.Config {
-			url, schema := testkit.PostgresSchema(b)
-			return sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 4}
-		}},
-	}
-	for _, drv := range drivers {
+	for _, d := range sqlstoretest.Drivers() {
 		for _, backlog := range []int{1000, 20000} {
-			b.Run(fmt.Sprintf("%s/backlog=%d", drv.name, backlog), func(b *testing.B) {
-				db := open(b, drv.cfg(b))
+			b.Run(fmt.Sprintf("%s/backlog=%d", d, backlog), func(b *testing.B) {
+				db := sqlstoretest.Open(b, d, migrations.FS)
 				store := whstore.New(db)
 				start := fillBacklog(b, store, backlog)
 				ctx := context.Background()

@@ -3,36 +3,18 @@ package sqlstore_test
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/agentidp/agentidp/libs/sqlstore"
-	"github.com/agentidp/agentidp/libs/testkit"
+	"github.com/agentidp/agentidp/libs/sqlstore/sqlstoretest"
 	whstore "github.com/agentidp/agentidp/services/webhook/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/webhook/internal/storetest"
 	"github.com/agentidp/agentidp/services/webhook/migrations"
 )
 
-func open(t testing.TB, cfg sqlstore.Config) *sqlstore.DB {
+func harness(t *testing.T, d sqlstore.Driver) storetest.Harness {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlstore.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open %s: %v", cfg.Driver, err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, migrations.FS); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	if err := db.EnsureOutbox(ctx); err != nil {
-		t.Fatalf("outbox: %v", err)
-	}
-	return db
-}
-
-func harness(t *testing.T, cfg sqlstore.Config) storetest.Harness {
-	t.Helper()
-	db := open(t, cfg)
+	db := sqlstoretest.Open(t, d, migrations.FS)
 	secrets, err := whstore.NewSealedSecrets(db, bytes.Repeat([]byte{7}, 32))
 	if err != nil {
 		t.Fatal(err)
@@ -60,26 +42,19 @@ func harness(t *testing.T, cfg sqlstore.Config) storetest.Harness {
 	}
 }
 
-func sqliteConfig(t testing.TB) sqlstore.Config {
-	return sqlstore.Config{Driver: sqlstore.SQLite, URL: filepath.Join(t.TempDir(), "webhook.db")}
-}
-
 func TestSQLite(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqliteConfig(t)) })
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqlstore.SQLite) })
 }
 
 func TestPostgres(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) storetest.Harness {
-		url, schema := testkit.PostgresSchema(t)
-		return harness(t, sqlstore.Config{Driver: sqlstore.Postgres, URL: url, Schema: schema, MaxConns: 4})
-	})
+	storetest.Run(t, func(t *testing.T) storetest.Harness { return harness(t, sqlstore.Postgres) })
 }
 
 func TestSealedSecretsWrongKey(t *testing.T) {
 	t.Parallel()
-	db := open(t, sqliteConfig(t))
+	db := sqlstoretest.Open(t, sqlstore.SQLite, migrations.FS)
 	ctx := context.Background()
 	a, _ := whstore.NewSealedSecrets(db, bytes.Repeat([]byte{1}, 32))
 	b, _ := whstore.NewSealedSecrets(db, bytes.Repeat([]byte{2}, 32))
