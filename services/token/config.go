@@ -72,6 +72,7 @@ var EnvDocs = map[string]string{
 	"TOKEN_ISSUER":                "iss of access tokens and base URL of discovery (default http://localhost:8080)",
 	"TOKEN_AUDIENCE":              "aud of access tokens (default agentidp)",
 	"TOKEN_TTL":                   "access-token lifetime (default 1h)",
+	"TOKEN_ROTATION_GRACE":        "how long a rotated client secret keeps working beside the new one (default 0: none, as in the seed)",
 	"TOKEN_SIGNING_ALG":           "ES256 (default), EdDSA or RS256",
 	"TOKEN_SECRET_PEPPER":         "required: 32+ bytes (hex or base64) keying the HMAC of stored client secrets",
 	"TOKEN_KEY_ENCRYPTION_KEY":    "32 bytes (hex or base64) sealing signing keys in the local secrets store (AES-256-GCM); required unless VAULT_ADDR is set",
@@ -97,6 +98,7 @@ func ConfigFromEnv(env *config.Env) Config {
 		ClientCacheSize: env.Int("TOKEN_CLIENT_CACHE_SIZE", d.ClientCacheSize),
 	}
 	c.KeyEncryptionKey = env.Key("TOKEN_KEY_ENCRYPTION_KEY", 32, c.Vault == nil)
+	c.RotationGrace = env.Duration("TOKEN_ROTATION_GRACE", d.RotationGrace)
 	c.KeyRotationInterval = env.Duration("TOKEN_KEY_ROTATION_INTERVAL", d.KeyRotationInterval)
 	c.KeyPublishLead = env.Duration("TOKEN_KEY_PUBLISH_LEAD", d.KeyPublishLead)
 	if c.KeyRotationInterval < time.Hour {

@@ -130,6 +130,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"ok", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_SIGNING_ALG": "EdDSA"}, false},
 		{"bad alg", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_SIGNING_ALG": "HS256"}, true},
 		{"long kek", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 40)}, true},
+		{"bad rotation grace", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_ROTATION_GRACE": "soon"}, true},
 	}
 	for _, tc := range tests {
 		env := config.New(func(k string) string { return tc.env[k] })
@@ -137,5 +138,12 @@ func TestConfigFromEnv(t *testing.T) {
 		if got := env.Err() != nil; got != tc.wantErr {
 			t.Errorf("%s: ConfigFromEnv() error = %v; want error %v", tc.name, env.Err(), tc.wantErr)
 		}
+	}
+	env := config.New(func(k string) string {
+		return map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32),
+			"TOKEN_ROTATION_GRACE": "90s", "TOKEN_DELEGATION_MAX_DEPTH": "2"}[k]
+	})
+	if cfg := token.ConfigFromEnv(env); cfg.RotationGrace != 90*time.Second || cfg.MaxDelegationDepth != 2 || env.Err() != nil {
+		t.Errorf("ConfigFromEnv() = grace %v, depth %d, err %v; want 90s, 2, nil", cfg.RotationGrace, cfg.MaxDelegationDepth, env.Err())
 	}
 }
