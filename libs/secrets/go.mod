@@ -10,6 +10,7 @@ require (
 )
 
 require (
+	github.com/agentidp/agentidp/libs/events v0.0.0-00010101000000-000000000000 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v4 v4.3.0 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

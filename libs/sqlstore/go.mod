@@ -3,6 +3,7 @@ module github.com/agentidp/agentidp/libs/sqlstore
 go 1.26.0
 
 require (
+	github.com/agentidp/agentidp/libs/events v0.0.0-00010101000000-000000000000
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/prometheus/client_golang v1.25.0
 	modernc.org/sqlite v1.62.0

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentidp/agentidp/libs/events"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -421,4 +422,22 @@ func (r *Relay) Pending(ctx context.Context) (count int64, oldest time.Duration,
 		return 0, 0, fmt.Errorf("sqlstore: outbox oldest: %w", err)
 	}
 	return count, max(time.Since(created), 0), nil
+}
+
+// AddEvents writes event envelopes to the outbox inside the caller's
+// transaction, each under its subject and with its id as the Nats-Msg-Id,
+// so the change and its events commit together.
+func (tx *Tx) AddEvents(ctx context.Context, evs ...events.Envelope) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	msgs := make([]OutboxMessage, 0, len(evs))
+	for _, e := range evs {
+		data, err := e.Encode()
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, OutboxMessage{ID: e.ID, Subject: e.Type.Subject(), Data: data})
+	}
+	return tx.AddOutbox(ctx, msgs...)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -213,6 +214,32 @@ func TestOutboxDuplicateIDAndDefaults(t *testing.T) {
 		ids := s.ids()
 		if ids[1] == "" || ids[2] == "" || ids[1] == ids[2] || s.got[1].Data == nil {
 			t.Fatalf("generated ids/data: %+v", s.got)
+		}
+	})
+}
+
+func TestOutboxAddEvents(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		db := outboxDB(t, tg)
+		e, err := events.New(events.AgentCreated, "test", "org-1", "agent-1", events.AgentData{AgentID: "agent-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.InTx(ctx, func(tx *sqlstore.Tx) error { return tx.AddEvents(ctx) }); err != nil {
+			t.Fatalf("AddEvents() with no events = %v; want nil", err)
+		}
+		if err := db.InTx(ctx, func(tx *sqlstore.Tx) error { return tx.AddEvents(ctx, e) }); err != nil {
+			t.Fatal(err)
+		}
+		s := &sink{}
+		stop := runRelay(t, sqlstore.NewRelay(db, s.publish, sqlstore.RelayOptions{Logger: quiet}))
+		waitFor(t, "published", func() bool { return len(s.ids()) == 1 })
+		stop()
+		got := s.got[0]
+		back, err := events.Decode(got.Data)
+		if got.ID != e.ID || got.Subject != events.AgentCreated.Subject() || err != nil || back.ID != e.ID {
+			t.Errorf("Got(outbox row) = %s %s %v; want id %s on %s with the encoded envelope", got.ID, got.Subject, err, e.ID, events.AgentCreated.Subject())
 		}
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/services/billing/internal/subscription"
 )
@@ -128,7 +127,7 @@ func (s *Store) apply(ctx context.Context, eventID, typ string, receivedAt time.
 		if err := save(ctx, tx, found && cur.OrganizationID == next.OrganizationID, *next); err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 	return dup, err
 }
@@ -149,21 +148,6 @@ func save(ctx context.Context, tx *sqlstore.Tx, exists bool, n subscription.Subs
 		return fmt.Errorf("save subscription: %w", err)
 	}
 	return nil
-}
-
-func addEvents(ctx context.Context, tx *sqlstore.Tx, evs []events.Envelope) error {
-	msgs := make([]sqlstore.OutboxMessage, 0, len(evs))
-	for _, e := range evs {
-		data, err := e.Encode()
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, sqlstore.OutboxMessage{ID: e.ID, Subject: e.Type.Subject(), Data: data})
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return tx.AddOutbox(ctx, msgs...)
 }
 
 // CountUsage implements subscription.Store: the analytics pattern (record

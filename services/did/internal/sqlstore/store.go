@@ -108,21 +108,6 @@ func (s *Store) GetAgent(ctx context.Context, id string) (domain.Agent, error) {
 	return getAgent(ctx, s.db, id, false)
 }
 
-func addEvents(ctx context.Context, tx *sqlstore.Tx, evs []events.Envelope) error {
-	msgs := make([]sqlstore.OutboxMessage, 0, len(evs))
-	for _, e := range evs {
-		data, err := e.Encode()
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, sqlstore.OutboxMessage{ID: e.ID, Subject: e.Type.Subject(), Data: data})
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return tx.AddOutbox(ctx, msgs...)
-}
-
 func insertKey(ctx context.Context, tx *sqlstore.Tx, k domain.Key) error {
 	jwk, err := json.Marshal(k.PublicJWK)
 	if err != nil {
@@ -150,7 +135,7 @@ func (s *Store) CreateFirstKey(ctx context.Context, k domain.Key, evs []events.E
 		if err != nil {
 			return fmt.Errorf("insert key: %w", err)
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
@@ -221,7 +206,7 @@ func (s *Store) RotateKey(ctx context.Context, k domain.Key, mkEvents func(retir
 		if err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 	if err != nil {
 		return domain.Key{}, err

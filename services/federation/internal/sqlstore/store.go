@@ -77,21 +77,6 @@ func encode(p domain.Partner) (orgs, mapping string, expires any, err error) {
 	return string(o), string(m), expires, nil
 }
 
-func addEvents(ctx context.Context, tx *sqlstore.Tx, evs []events.Envelope) error {
-	msgs := make([]sqlstore.OutboxMessage, 0, len(evs))
-	for _, e := range evs {
-		data, err := e.Encode()
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, sqlstore.OutboxMessage{ID: e.ID, Subject: e.Type.Subject(), Data: data})
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return tx.AddOutbox(ctx, msgs...)
-}
-
 // Create implements domain.Store.
 func (s *Store) Create(ctx context.Context, p domain.Partner, evs []events.Envelope) error {
 	orgs, mapping, expires, err := encode(p)
@@ -107,7 +92,7 @@ func (s *Store) Create(ctx context.Context, p domain.Partner, evs []events.Envel
 		if err != nil {
 			return fmt.Errorf("insert partner: %w", err)
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
@@ -183,7 +168,7 @@ func (s *Store) Update(ctx context.Context, id string, change func(p *domain.Par
 		if err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 	return out, err
 }
@@ -198,7 +183,7 @@ func (s *Store) Delete(ctx context.Context, id string, evs []events.Envelope) er
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return domain.ErrNotFound
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 

@@ -53,18 +53,6 @@ func nullable(v *int64) any {
 	return *v
 }
 
-func addEvents(ctx context.Context, tx *sqlstore.Tx, evs []events.Envelope) error {
-	msgs := make([]sqlstore.OutboxMessage, 0, len(evs))
-	for _, e := range evs {
-		data, err := e.Encode()
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, sqlstore.OutboxMessage{ID: e.ID, Subject: e.Type.Subject(), Data: data})
-	}
-	return tx.AddOutbox(ctx, msgs...)
-}
-
 // Create implements org.Store.
 func (s *Store) Create(ctx context.Context, o org.Organization, evs []events.Envelope) error {
 	return s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
@@ -76,7 +64,7 @@ func (s *Store) Create(ctx context.Context, o org.Organization, evs []events.Env
 		if err != nil {
 			return fmt.Errorf("insert organization: %w", err)
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
@@ -157,7 +145,7 @@ func (s *Store) Update(ctx context.Context, id string, change func(o *org.Organi
 			o.Name, o.PlanTier, nullable(o.MaxAgents), nullable(o.MaxTokensPerMonth), o.Status, o.UpdatedAt.UTC(), id); err != nil {
 			return fmt.Errorf("update organization: %w", err)
 		}
-		if err := addEvents(ctx, tx, evs); err != nil {
+		if err := tx.AddEvents(ctx, evs...); err != nil {
 			return err
 		}
 		out = o
@@ -188,7 +176,7 @@ func (s *Store) AddMember(ctx context.Context, m org.Member, evs []events.Envelo
 		if err != nil {
 			return fmt.Errorf("insert member: %w", err)
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 

@@ -99,7 +99,7 @@ func (s *Store) CreateClientKeys(ctx context.Context, orgID, agentID string, key
 				return fmt.Errorf("insert client key: %w", err)
 			}
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
@@ -134,7 +134,7 @@ func (s *Store) RevokeClientKey(ctx context.Context, orgID, agentID, kid string,
 			return fmt.Errorf("revoke client key: %w", err)
 		}
 		changed = true
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 	return changed, err
 }

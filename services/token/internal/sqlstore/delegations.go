@@ -49,7 +49,7 @@ func (s *Store) CreateDelegation(ctx context.Context, d domain.Delegation, evs [
 			d.ExpiresAt.UTC(), nullTime(d.RevokedAt), d.CreatedAt.UTC()); err != nil {
 			return fmt.Errorf("insert delegation: %w", err)
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
@@ -83,7 +83,7 @@ func (s *Store) RevokeDelegation(ctx context.Context, orgID, chainID string, at 
 		if err := addRevocations(ctx, tx, revs); err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 	return changed, err
 }

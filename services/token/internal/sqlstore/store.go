@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
-	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/revocation"
 	lib "github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
@@ -76,19 +75,6 @@ func list(v []string) string {
 	return string(b)
 }
 
-func addEvents(ctx context.Context, tx *lib.Tx, evs []events.Envelope) error {
-	for _, e := range evs {
-		rm, err := natsbus.Raw(e)
-		if err != nil {
-			return err
-		}
-		if err := tx.AddOutbox(ctx, lib.OutboxMessage{ID: rm.ID, Subject: rm.Subject, Data: rm.Data}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // lockOrg serialises agent-count checks of one org on PostgreSQL (SQLite
 // transactions are already serial).
 func lockOrg(ctx context.Context, tx *lib.Tx, orgID string) error {
@@ -130,7 +116,7 @@ func (s *Store) CreateAgent(ctx context.Context, a domain.Agent, maxAgents int64
 			return fmt.Errorf("insert agent: %w", err)
 		}
 		count = n + 1
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 	return count, err
 }
@@ -247,7 +233,7 @@ func (s *Store) UpdateAgent(ctx context.Context, orgID, agentID string, mutate f
 		if err := addRevocations(ctx, tx, ch.Revocations); err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, ch.Events)
+		return tx.AddEvents(ctx, ch.Events...)
 	})
 	return out, count, err
 }
@@ -296,7 +282,7 @@ func (s *Store) CreateCredential(ctx context.Context, orgID string, c domain.Cre
 			c.CredentialID, c.ClientID, orgID, c.Digest, c.Status, c.CreatedAt.UTC(), nullTime(c.ExpiresAt), nullTime(c.RevokedAt)); err != nil {
 			return fmt.Errorf("insert credential: %w", err)
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
@@ -354,7 +340,7 @@ func (s *Store) UpdateCredential(ctx context.Context, orgID, agentID, credential
 		if err := addRevocations(ctx, tx, ch.Revocations); err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, ch.Events)
+		return tx.AddEvents(ctx, ch.Events...)
 	})
 	return out, err
 }
@@ -378,7 +364,7 @@ func (s *Store) AddRevocations(ctx context.Context, revs []domain.Revocation, ev
 		if err := addRevocations(ctx, tx, revs); err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 

@@ -60,21 +60,6 @@ func nullTime(t *time.Time) any {
 	return t.UTC()
 }
 
-func addEvents(ctx context.Context, tx *sqlstore.Tx, evs []events.Envelope) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	msgs := make([]sqlstore.OutboxMessage, 0, len(evs))
-	for _, e := range evs {
-		data, err := e.Encode()
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, sqlstore.OutboxMessage{ID: e.ID, Subject: e.Type.Subject(), Data: data})
-	}
-	return tx.AddOutbox(ctx, msgs...)
-}
-
 // CreateSubscription implements hook.Store.
 func (s *Store) CreateSubscription(ctx context.Context, sub hook.Subscription) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO webhook_subscriptions (`+subColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -564,7 +549,7 @@ WHERE id = %s AND (failure_count <> 0 OR failing_since IS NOT NULL)`
 		if err := saveSub(ctx, tx, sub); err != nil {
 			return err
 		}
-		return addEvents(ctx, tx, evs)
+		return tx.AddEvents(ctx, evs...)
 	})
 }
 
