@@ -91,11 +91,26 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, bucket string, replic
 	if replicas <= 0 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Replicas: replicas, Storage: jetstream.FileStorage})
-	if err != nil {
-		return nil, fmt.Errorf("ensure kv %s: %w", bucket, err)
+	return EnsureKVConfig(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Replicas: replicas, Storage: jetstream.FileStorage})
+}
+
+// EnsureKVConfig creates or updates a KV bucket. Several services (and
+// replicas) ensure the same buckets at start: when another one creates the
+// bucket between our existence check and our create, JetStream answers
+// "stream name already in use", and the update is simply retried.
+func EnsureKVConfig(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var kv jetstream.KeyValue
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
 	}
-	return kv, nil
+	return nil, fmt.Errorf("ensure kv %s: %w", cfg.Bucket, err)
 }
 
 // Message builds the NATS message for an envelope, with Nats-Msg-Id set so

@@ -12,6 +12,7 @@ import (
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func mustEvent(t *testing.T, typ events.Type, org string) events.Envelope {
@@ -182,5 +183,35 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEnsureKVConcurrently checks that services ensuring the same bucket at
+// the same moment, with different settings (as the token service and a
+// gateway do for the revocations bucket), all succeed.
+func TestEnsureKVConcurrently(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		_, js := srv.Connect(t)
+		cfg := jetstream.KeyValueConfig{Bucket: "t_race", History: 1}
+		if i%2 == 0 {
+			cfg.TTL, cfg.Description = time.Hour, "with a ttl"
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := natsbus.EnsureKVConfig(context.Background(), js, cfg)
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("EnsureKVConfig() = %v; want every concurrent caller to succeed", err)
+		}
 	}
 }

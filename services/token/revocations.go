@@ -3,7 +3,6 @@ package token
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -47,14 +46,10 @@ func EnsureRevocationsBucket(ctx context.Context, js jetstream.JetStream, ttl ti
 	if replicas <= 0 {
 		replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return natsbus.EnsureKVConfig(ctx, js, jetstream.KeyValueConfig{
 		Bucket: revocation.Bucket, History: 1, TTL: ttl, Replicas: replicas, Storage: jetstream.FileStorage,
 		Description: "AgentIdP token revocations: <kind>.<key> -> not-before unix ms",
 	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure kv %s: %w", revocation.Bucket, err)
-	}
-	return kv, nil
 }
 
 // Put is the domain's Mirror: it writes committed revocations to the
