@@ -325,3 +325,20 @@ func OutboxPublisher(js jetstream.JetStream) sqlstore.PublishFunc {
 		return natsbus.PublishRaw(ctx, js, raw)
 	}
 }
+
+// Constructor builds a Spec.Configure from a service's configuration parser
+// and constructor: the configuration is parsed when the environment is
+// checked (so its problems are reported with the common ones), the service
+// built once the dependencies are open.
+func Constructor[C any, S Service](parse func(*config.Env) C, build func(context.Context, C, *Deps) (S, error)) func(*config.Env) func(context.Context, *Deps) (Service, error) {
+	return func(env *config.Env) func(context.Context, *Deps) (Service, error) {
+		cfg := parse(env)
+		return func(ctx context.Context, d *Deps) (Service, error) {
+			svc, err := build(ctx, cfg, d)
+			if err != nil {
+				return nil, err // not a typed nil inside the interface
+			}
+			return svc, nil
+		}
+	}
+}

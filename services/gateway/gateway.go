@@ -20,7 +20,6 @@ import (
 
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/cache"
-	"github.com/agentidp/agentidp/libs/config"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/svcrun"
@@ -39,12 +38,7 @@ func Spec() svcrun.Spec {
 		DefaultInternal: ":9080",
 		NeedsCache:      true,
 		Env:             EnvDocs,
-		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-			cfg := ConfigFromEnv(env)
-			return func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-				return New(ctx, cfg, d)
-			}
-		},
+		Configure:       svcrun.Constructor(ConfigFromEnv, New),
 	}
 }
 

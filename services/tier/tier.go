@@ -131,12 +131,7 @@ func Spec() svcrun.Spec {
 		NeedsCache:      true,
 		Migrations:      Migrations,
 		Env:             Env,
-		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-			cfg := ConfigFromEnv(env)
-			return func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-				return New(ctx, cfg, d)
-			}
-		},
+		Configure:       svcrun.Constructor(ConfigFromEnv, New),
 	}
 }
 

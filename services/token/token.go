@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/cache"
-	"github.com/agentidp/agentidp/libs/config"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/natsbus"
@@ -46,12 +45,7 @@ func Spec() svcrun.Spec {
 		NeedsCache:      true,
 		Migrations:      Migrations,
 		Env:             EnvDocs,
-		Configure: func(env *config.Env) func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-			cfg := ConfigFromEnv(env)
-			return func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-				return New(ctx, cfg, d)
-			}
-		},
+		Configure:       svcrun.Constructor(ConfigFromEnv, New),
 	}
 }
 
