@@ -129,15 +129,36 @@ func tail(s string, n int) string {
 	return s[len(s)-n:]
 }
 
-// freeAddr returns a loopback address with a currently free port.
+// handedOut remembers every address freeAddr has returned in this test
+// process: the kernel may offer a just-closed port again, and two services
+// told to listen on the same address would make one fail to start while
+// the other answers its readiness probe.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
+
+// freeAddr returns a loopback address with a currently free port that no
+// other caller in this test process has been given.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		handedOut.Lock()
+		fresh := !handedOut.addrs[addr]
+		handedOut.addrs[addr] = true
+		handedOut.Unlock()
+		if fresh {
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no fresh loopback port after 100 tries")
+	return ""
 }
 
 // waitReady polls url until it answers 200 or the process dies.
