@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if g.routes, err = newRouteTable(cfg.Routes, cfg.Upstreams); err != nil {
 		return nil, fmt.Errorf("gateway routes: %w", err)
 	}
-	transport := newTransport(cfg)
+	transport := newUpstreamTransport(cfg, newTransport(cfg))
 	g.closers = append(g.closers, transport.CloseIdleConnections)
 	pool := newBufferPool()
 	for _, rt := range g.routes.routes {
