@@ -45,6 +45,15 @@ type Cache interface {
 	// concurrency (for a fresh key). Sets expiry on creation like IncrBy; a
 	// refused call does not create the key.
 	IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error)
+	// ReserveUpTo atomically adds as much of n (n >= 1) as fits under
+	// limit and returns how much it added (0 when the counter is already at
+	// or above limit) and the value after the call: a block reservation,
+	// so that a caller can admit that many units without another round
+	// trip, and give back what it did not use with IncrBy(-unused). Under
+	// any concurrency the grants never sum to more than limit (for a fresh
+	// key). Sets expiry on creation like IncrBy; a call that adds nothing
+	// does not create the key.
+	ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (granted, value int64, err error)
 	// Counters reads several counters at once, in order (missing = 0).
 	Counters(ctx context.Context, keys ...string) ([]int64, error)
 	// Ping checks the backend is reachable.

@@ -238,6 +238,25 @@ func (m *Memory) IncrUpTo(ctx context.Context, key string, limit int64, expireAt
 	})
 }
 
+func (m *Memory) ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error) {
+	if n < 1 {
+		return 0, 0, fmt.Errorf("cache: reserveupto: n = %d, want >= 1", n)
+	}
+	var granted int64
+	v, _, err := m.counterOp(key, expireAt, func(cur int64) (int64, bool) {
+		granted = min(n, limit-cur)
+		if granted <= 0 {
+			granted = 0
+			return cur, false
+		}
+		return cur + granted, true
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return granted, v, nil
+}
+
 func (m *Memory) Counters(ctx context.Context, keys ...string) ([]int64, error) {
 	out := make([]int64, len(keys))
 	now := m.now()

@@ -140,6 +140,26 @@ end
 return {v, 1}
 `)
 
+var reserveUpToScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+local n = 0
+if cur then
+  n = tonumber(cur)
+  if n == nil or string.find(cur, '^%-?%d+$') == nil then
+    return redis.error_reply('ERR value is not an integer or out of range')
+  end
+end
+local grant = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - n)
+if grant <= 0 then
+  return {0, n}
+end
+local v = redis.call('INCRBY', KEYS[1], grant)
+if not cur and tonumber(ARGV[3]) > 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return {grant, v}
+`)
+
 func expireMillis(at time.Time) int64 {
 	if at.IsZero() {
 		return 0
@@ -175,6 +195,20 @@ func (r *Redis) IncrUpTo(ctx context.Context, key string, limit int64, expireAt 
 		return 0, false, fmt.Errorf("cache: incrupto: unexpected reply %v", res)
 	}
 	return res[0], res[1] == 1, nil
+}
+
+func (r *Redis) ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error) {
+	if n < 1 {
+		return 0, 0, fmt.Errorf("cache: reserveupto: n = %d, want >= 1", n)
+	}
+	res, err := reserveUpToScript.Run(ctx, r.client, []string{r.k(key)}, n, limit, expireMillis(expireAt)).Int64Slice()
+	if err != nil {
+		return 0, 0, counterErr("reserveupto", err)
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("cache: reserveupto: unexpected reply %v", res)
+	}
+	return res[0], res[1], nil
 }
 
 func (r *Redis) Counters(ctx context.Context, keys ...string) ([]int64, error) {

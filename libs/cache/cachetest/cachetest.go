@@ -39,6 +39,8 @@ func Run(t *testing.T, newCache func(t *testing.T) cache.Cache) {
 		{"IncrUpTo", testIncrUpTo},
 		{"IncrUpToConcurrent", testIncrUpToConcurrent},
 		{"IncrUpToExpiry", testIncrUpToExpiry},
+		{"ReserveUpTo", testReserveUpTo},
+		{"ReserveUpToConcurrent", testReserveUpToConcurrent},
 		{"Counters", testCounters},
 		{"NotInteger", testNotInteger},
 		{"Ping", testPing},
@@ -307,6 +309,87 @@ func testIncrUpTo(t *testing.T, c cache.Cache) {
 	}
 	if v, ok, err := c.IncrUpTo(ctx, "mixed", 10, time.Time{}); err != nil || ok || v != 10 {
 		t.Fatalf("mixed over: %d %v %v", v, ok, err)
+	}
+}
+
+func testReserveUpTo(t *testing.T, c cache.Cache) {
+	steps := []struct{ n, limit, granted, value int64 }{
+		{10, 25, 10, 10}, // fits
+		{10, 25, 10, 20}, // fits
+		{10, 25, 5, 25},  // partly: up to the limit
+		{1, 25, 0, 25},   // at the limit
+		{3, 26, 1, 26},   // a raised limit
+	}
+	for i, s := range steps {
+		g, v, err := c.ReserveUpTo(ctx, "res", s.n, s.limit, time.Time{})
+		if err != nil || g != s.granted || v != s.value {
+			t.Fatalf("step %d: ReserveUpTo(%d, limit %d) = %d %d %v, want %d %d", i, s.n, s.limit, g, v, err, s.granted, s.value)
+		}
+	}
+	// Giving back an unused part makes room again.
+	if v, err := c.IncrBy(ctx, "res", -4, time.Time{}); err != nil || v != 22 {
+		t.Fatalf("give back: %d %v", v, err)
+	}
+	if g, v, err := c.ReserveUpTo(ctx, "res", 100, 26, time.Time{}); err != nil || g != 4 || v != 26 {
+		t.Fatalf("after give back: %d %d %v, want 4 26", g, v, err)
+	}
+	// Nothing granted: the key is not created; bad n is an error.
+	if g, v, err := c.ReserveUpTo(ctx, "res-zero", 5, 0, time.Now().Add(time.Minute)); err != nil || g != 0 || v != 0 {
+		t.Fatalf("limit 0: %d %d %v", g, v, err)
+	}
+	if _, ok := mustGet(t, c, "res-zero"); ok {
+		t.Fatal("ReserveUpTo that granted nothing created the key")
+	}
+	if _, _, err := c.ReserveUpTo(ctx, "res", 0, 100, time.Time{}); err == nil {
+		t.Fatal("ReserveUpTo with n = 0 succeeded")
+	}
+	// Expiry is set on creation.
+	if g, _, err := c.ReserveUpTo(ctx, "res-exp", 3, 10, time.Now().Add(shortTTL)); err != nil || g != 3 {
+		t.Fatalf("res-exp: %d %v", g, err)
+	}
+	time.Sleep(afterShort)
+	if got, err := c.Counters(ctx, "res-exp"); err != nil || got[0] != 0 {
+		t.Fatalf("after expiry: %v %v", got, err)
+	}
+	if err := c.Set(ctx, "res-text", []byte("abc"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ReserveUpTo(ctx, "res-text", 1, 10, time.Time{}); !errors.Is(err, cache.ErrNotInteger) {
+		t.Fatalf("ReserveUpTo on text: %v, want ErrNotInteger", err)
+	}
+}
+
+func testReserveUpToConcurrent(t *testing.T, c cache.Cache) {
+	const workers, limit = 60, 500
+	var granted, errs atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for j := 0; j < 5; j++ {
+				g, v, err := c.ReserveUpTo(ctx, "block", int64(1+i%7), limit, time.Now().Add(time.Minute))
+				if err != nil {
+					errs.Add(1)
+					return
+				}
+				if v > limit || g < 0 {
+					t.Errorf("granted %d, value %d over the limit", g, v)
+				}
+				granted.Add(g)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	// 60 workers ask for 5 × (1..7) each, 1,200 in all: exactly 500 granted.
+	if errs.Load() != 0 || granted.Load() != limit {
+		t.Fatalf("granted %d with %d errors, want %d and 0", granted.Load(), errs.Load(), limit)
+	}
+	if got, err := c.Counters(ctx, "block"); err != nil || got[0] != limit {
+		t.Fatalf("counter %v %v, want %d", got, err, limit)
 	}
 }
 
