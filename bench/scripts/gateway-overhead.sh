@@ -15,7 +15,10 @@
 #   CLIENT_ID      client used to get the token   (required)
 #   CLIENT_SECRET  its secret                     (required)
 #   SCOPE          scope for the token            (default: none)
-#   DIRECT_HEADER  "X-Agentidp-Context: ..."      (required)
+#   DIRECT_HEADER  "X-Agentidp-Context: ..."      (required unless DIRECT_HEADER_CMD)
+#   DIRECT_HEADER_CMD  command printing that line, run before every direct
+#                  run (a signed context is valid for 60 s, so long or
+#                  repeated runs need a fresh one)
 #   CONCURRENCY    workers for both runs          (default 16)
 #   DURATION       measured time per run          (default 10s)
 #   WARMUP         discarded warmup per run       (default 1s)
@@ -34,7 +37,8 @@ SERVICE_URL="${SERVICE_URL:-http://127.0.0.1:8081}"
 CLIENT_ID="${CLIENT_ID:?set CLIENT_ID to a registered client}"
 CLIENT_SECRET="${CLIENT_SECRET:?set CLIENT_SECRET}"
 SCOPE="${SCOPE:-}"
-DIRECT_HEADER="${DIRECT_HEADER:?set DIRECT_HEADER to the signed internal context header line}"
+DIRECT_HEADER_CMD="${DIRECT_HEADER_CMD:-}"
+[[ -n "$DIRECT_HEADER_CMD" ]] || DIRECT_HEADER="${DIRECT_HEADER:?set DIRECT_HEADER (or DIRECT_HEADER_CMD) to the signed internal context header line}"
 CONCURRENCY="${GW_CONCURRENCY:-16}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-1s}"
@@ -53,6 +57,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	suffix=""
 	((ROUNDS > 1)) && suffix="-$round" && echo "##### round $round of $ROUNDS"
 	echo "=== direct: $SERVICE_URL$path ==="
+	[[ -z "$DIRECT_HEADER_CMD" ]] || DIRECT_HEADER="$(bash -c "$DIRECT_HEADER_CMD")"
 	loadgen -url "$SERVICE_URL$path" "${common[@]}" -header "$DIRECT_HEADER" \
 		-label direct -json-out "$OUT_DIR/direct$suffix.json"
 	echo

@@ -14,6 +14,8 @@
 #   NATS_SERVER   default $(go env GOPATH)/bin/nats-server
 #   DURATION, WARMUP, CONCURRENCY are passed to the scenario scripts;
 #   GW_CONCURRENCIES (default "1 16") are the gateway-overhead runs;
+#   ROUNDS (default 1) direct/gateway pairs per overhead run, alternated,
+#   with the median added p50 printed (use 5 for figures at c=1);
 #   SKIP_ISSUE=1 skips the issuance runs; SKIP_INTROSPECT=1 the
 #   introspection runs (INTROSPECT_CONCURRENCIES, default "16 64").
 #   SKIP_DISTINCT=1 skips the distinct-token runs: MINT_TOKENS (default
@@ -22,8 +24,9 @@
 #   the gateway with loadgen -bearer-file at DISTINCT_CONCURRENCIES (default
 #   "1 16"), compared with the reused-token runs.
 #   SKIP_LIMITED_ORG=1 skips the limited-organisation run: a pro
-#   organisation (50,000 calls/day, so the gateway does one atomic Redis
-#   operation per call), an agent and credential in it, and
+#   organisation (50,000 calls/day, so the gateway counts its calls in
+#   block reservations on the shared Redis counter), an agent and
+#   credential in it, and
 #   gateway-overhead.sh for that agent at LIMITED_CONCURRENCY (default 1)
 #   for LIMITED_DURATION (default 10s) after LIMITED_WARMUP (default 1s);
 #   keep the gateway calls under 50,000 or the tail of the run is 429s.
@@ -91,7 +94,7 @@ fi
 for c in ${GW_CONCURRENCIES:-1 16}; do
 	echo; echo "== authenticated GET: gateway vs direct, c=$c"
 	# The signed context is valid for 60 s after signing: sign it per run.
-	DIRECT_HEADER="$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes agents:read)" \
+	DIRECT_HEADER_CMD="'$bin/agentidp' context --sub '$CLIENT_ID' --org '$ORG_ID' --scopes agents:read" \
 		GW_CONCURRENCY=$c OUT_DIR="$work/reused-c$c" "$here/gateway-overhead.sh"
 done
 
@@ -136,7 +139,7 @@ fi
 
 if [[ -z "${SKIP_LIMITED_ORG:-}" ]]; then
 	# A pro organisation has a daily call limit, so the gateway enforces it
-	# with one atomic Redis operation per call (unlimited organisations,
+	# with block reservations on the shared Redis counter (unlimited organisations,
 	# like the bootstrap one, are only counted in batches).
 	echo; echo "== limited organisation: pro org, agent and credential"
 	# agents:read too: an agent may only be granted scopes its creator holds.
@@ -171,7 +174,7 @@ if [[ -z "${SKIP_LIMITED_ORG:-}" ]]; then
 		{ echo "no agent id or credential in the responses (see $work/pro-*.json)"; exit 1; }
 	lc="${LIMITED_CONCURRENCY:-1}"
 	echo; echo "== authenticated GET: gateway vs direct, pro organisation (tier limit enforced), c=$lc"
-	DIRECT_HEADER="$("$bin/agentidp" context --sub "$PRO_AGENT" --org "$PRO_ORG" --scopes agents:read)" \
+	DIRECT_HEADER_CMD="'$bin/agentidp' context --sub '$PRO_AGENT' --org '$PRO_ORG' --scopes agents:read" \
 		CLIENT_ID="$PRO_CLIENT_ID" CLIENT_SECRET="$PRO_CLIENT_SECRET" GW_CONCURRENCY="$lc" \
 		DURATION="${LIMITED_DURATION:-10s}" WARMUP="${LIMITED_WARMUP:-1s}" OUT_DIR="$work/limited-c$lc" \
 		"$here/gateway-overhead.sh"
@@ -213,6 +216,10 @@ if ((${#summary[@]} > 0)); then
 		printf '%-36s %3s %10s %9s %9s %9s %9s %7s\n' "$label" "$c" "$(json_field "$file" rps %.1f)" \
 			"$(json_field "$file" p50 %.3f)" "$(json_field "$file" p90 %.3f)" "$(json_field "$file" p99 %.3f)" \
 			"$(json_field "$file" max %.3f)" "$(json_field "$file" errors %d)"
+	done
+	# With ROUNDS > 1 the rows above are the last round; the medians are steadier.
+	for m in "$work"/reused-c*/median.txt "$work"/limited-c*/median.txt; do
+		[[ -f "$m" ]] && echo "$(basename "$(dirname "$m")"): $(cat "$m")"
 	done
 fi
 

@@ -150,7 +150,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if d.Cache == nil {
 		shared = mem
 	}
-	g.limiter = &usageLimiter{shared: shared, fallback: mem, metric: g.metrics.fallback, logger: logger}
+	g.limiter = newUsageLimiter(shared, mem, g.metrics.fallback, logger)
 	return g, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentidp/agentidp/libs/cache/quota"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,21 +29,13 @@ type Counter interface {
 
 // usageLimiter enforces an organisation's daily call limit with one atomic
 // counter per organisation and UTC day, shared by every gateway replica.
-//
-// A limited organisation far from its limit is counted in reservations: one
-// atomic ReserveUpTo takes a block of the day's allowance for this replica
-// (at most leaseMax calls and at most 1/leaseShare of what remains), and the
-// replica admits that many calls without another round trip. The shared
-// counter always holds the calls admitted plus those reserved, so the
-// replicas together never admit more than the limit; near the limit blocks
-// shrink to single calls, and the unused part of every reservation is given
-// back at each flush, so an idle replica holds nothing for long. Within a
-// replica one reservation per organisation is in flight at a time and the
-// calls arriving meanwhile wait for it, so a replica admits exactly up to
-// the limit under any concurrency.
+// Calls of limited organisations are admitted from block reservations on
+// that counter (libs/cache/quota): a round trip per block instead of per
+// call, and never more than the limit across replicas.
 type usageLimiter struct {
 	shared   Counter
-	fallback Counter // in-process; used when shared fails, so limits hold
+	reserved *quota.Reserver // over shared
+	fallback Counter         // in-process; used when shared fails, so limits hold
 	metric   prometheus.Counter
 	logger   *slog.Logger
 	lastLog  atomic.Int64 // unix nanos of the last fallback log line
@@ -54,39 +47,17 @@ type usageLimiter struct {
 	// Calls of unlimited organisations are only counted for usage, so
 	// they are summed here and added to the shared counter in one INCRBY
 	// per organisation every flush interval: no cache round trip on their
-	// requests. Limited organisations keep one atomic operation per call.
+	// requests.
 	mu      sync.Mutex
 	pending map[string]pendingCalls
-	leases  map[string]*lease // by counter key, guarded by mu
 }
 
-// Reservation sizes.
-const (
-	leaseMax   = 100 // calls reserved at most in one round trip
-	leaseShare = 16  // a reservation takes at most this share of what remains
-)
-
-// leaseSize is the block to reserve when the shared counter last stood at
-// total.
-func leaseSize(limit, total int64) int64 {
-	return max(1, min(leaseMax, (limit-total)/leaseShare))
-}
-
-// lease is this replica's reservation on one organisation's daily counter.
-type lease struct {
-	left     int64 // reserved calls not yet admitted
-	total    int64 // shared counter after the last reservation (-1: not seen yet)
-	expireAt time.Time
-	used     bool         // admitted a call since the last flush
-	inflight *reservation // the round trip under way, if any
-}
-
-// reservation is one ReserveUpTo round trip; done closes when its outcome
-// is in the lease.
-type reservation struct {
-	done    chan struct{}
-	granted int64
-	failed  bool // the shared counter failed; callers fall back
+func newUsageLimiter(shared, fallback Counter, metric prometheus.Counter, logger *slog.Logger) *usageLimiter {
+	l := &usageLimiter{shared: shared, fallback: fallback, metric: metric, logger: logger}
+	if shared != nil {
+		l.reserved = quota.New(shared)
+	}
+	return l
 }
 
 type pendingCalls struct {
@@ -100,29 +71,12 @@ func (l *usageLimiter) flush(ctx context.Context) {
 	l.mu.Lock()
 	batch := l.pending
 	l.pending = nil
-	var unused map[string]pendingCalls
-	for key, ls := range l.leases {
-		if ls.left > 0 {
-			if unused == nil {
-				unused = map[string]pendingCalls{}
-			}
-			unused[key] = pendingCalls{n: ls.left, expireAt: ls.expireAt}
-			ls.left = 0
-		}
-		if !ls.used && ls.inflight == nil {
-			delete(l.leases, key)
-		}
-		ls.used = false
-	}
 	l.mu.Unlock()
-	// Reservations come from the shared counter only, so they go back
-	// there; one that cannot be given back stays counted until midnight.
-	for key, p := range unused {
-		if l.shared == nil {
-			break
-		}
-		if _, err := l.shared.IncrBy(ctx, key, -p.n, p.expireAt); err != nil {
-			l.fellBack(err)
+	// Unused reservations go back to the shared counter; one that cannot
+	// be given back stays counted until midnight.
+	if l.reserved != nil {
+		if err := l.reserved.Release(ctx); err != nil {
+			l.logger.Warn("give back unused call reservations; they stay counted until midnight", "err", err)
 		}
 	}
 	for key, p := range batch {
@@ -206,8 +160,11 @@ func (l *usageLimiter) take(ctx context.Context, org string, limit int64, now ti
 	}
 	err := errSkipped
 	if shared != nil {
-		if u.allowed, u.remaining, err = l.takeReserved(ctx, shared, key, limit, d.midnight); err == nil {
+		if u.allowed, u.remaining, err = l.reserved.Take(ctx, key, limit, d.midnight); err == nil {
 			return u
+		}
+		if ctx.Err() != nil {
+			return u // the caller is gone
 		}
 	}
 	l.fellBack(err)
@@ -222,94 +179,6 @@ func (l *usageLimiter) take(ctx context.Context, org string, limit int64, now ti
 	return u
 }
 
-// takeReserved admits one call from this replica's reservation on key,
-// reserving a new block from the shared counter when it is used up (or
-// waiting for the reservation another call already started). An error means
-// the shared counter could not be reached and the caller must fall back:
-// the counter's own error for the call that tried, errSkipped for the calls
-// that waited for it.
-func (l *usageLimiter) takeReserved(ctx context.Context, shared Counter, key string, limit int64, expireAt time.Time) (allowed bool, remaining int64, err error) {
-	l.mu.Lock()
-	if l.leases == nil {
-		l.leases = map[string]*lease{}
-	}
-	ls := l.leases[key]
-	if ls == nil {
-		ls = &lease{total: -1, expireAt: expireAt}
-		l.leases[key] = ls
-	}
-	var waited *reservation
-	for {
-		if ls.left > 0 {
-			ls.left--
-			ls.used = true
-			remaining = max(limit-ls.total+ls.left, 0)
-			l.mu.Unlock()
-			return true, remaining, nil
-		}
-		if waited != nil && waited.failed {
-			l.mu.Unlock()
-			return false, 0, errSkipped
-		}
-		if waited != nil && waited.granted == 0 {
-			// The reservation this call waited for found the limit
-			// reached: so is this call.
-			remaining = max(limit-ls.total, 0)
-			l.mu.Unlock()
-			return false, remaining, nil
-		}
-		if res := ls.inflight; res != nil {
-			l.mu.Unlock()
-			select {
-			case <-res.done:
-			case <-ctx.Done():
-				return false, 0, nil // the caller is gone; nobody reads the answer
-			}
-			l.mu.Lock()
-			waited = res
-			continue
-		}
-		break
-	}
-	n := int64(1)
-	if ls.total >= 0 {
-		n = leaseSize(limit, ls.total)
-	}
-	res := &reservation{done: make(chan struct{})}
-	ls.inflight = res
-	l.mu.Unlock()
-
-	granted, total, err := shared.ReserveUpTo(ctx, key, n, limit, expireAt)
-
-	l.mu.Lock()
-	ls.inflight = nil
-	if err != nil {
-		res.failed = true
-		close(res.done)
-		l.mu.Unlock()
-		return false, 0, err
-	}
-	res.granted = granted
-	ls.total = total
-	if granted > 0 {
-		ls.left += granted - 1
-		ls.used = true
-	}
-	// A flush may have dropped the lease meanwhile (it was idle): keep it.
-	if l.leases[key] != ls {
-		if cur := l.leases[key]; cur != nil {
-			cur.left += ls.left
-			ls.left = 0
-		} else {
-			l.leases[key] = ls
-		}
-	}
-	remaining = max(limit-total+ls.left, 0)
-	close(res.done)
-	l.mu.Unlock()
-	return granted > 0, remaining, nil
-}
-
 // errSkipped marks a call not sent to the shared cache because it failed
 // recently.
 var errSkipped = errors.New("shared cache failed recently")
@@ -320,7 +189,7 @@ const sharedRetry = time.Second
 func (l *usageLimiter) fellBack(err error) {
 	l.metric.Inc()
 	now := time.Now().UnixNano()
-	if err != errSkipped {
+	if err != errSkipped && !errors.Is(err, quota.ErrReservationFailed) {
 		l.downUntil.Store(now + int64(sharedRetry))
 	}
 	last := l.lastLog.Load()

@@ -76,8 +76,8 @@ func (c counters) IncrBy(ctx context.Context, key string, n int64, expireAt time
 	return c.c.IncrBy(ctx, key, n, expireAt)
 }
 
-func (c counters) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
-	return c.c.IncrUpTo(ctx, key, limit, expireAt)
+func (c counters) ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error) {
+	return c.c.ReserveUpTo(ctx, key, n, limit, expireAt)
 }
 
 // New builds the service: it ensures the outbox table, loads (or creates)

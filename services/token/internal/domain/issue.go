@@ -227,7 +227,7 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 		s.usage.add(key, midnight)
 		return nil
 	}
-	_, allowed, err := s.counters.IncrUpTo(ctx, key, limit, midnight)
+	allowed, _, err := s.quota.Take(ctx, key, limit, midnight)
 	if err != nil {
 		s.cacheErrors.Inc()
 		s.log.WarnContext(ctx, "count token usage; allowing", "org", orgID, "err", err)

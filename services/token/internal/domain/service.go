@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentidp/agentidp/libs/cache/quota"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/revocation"
@@ -27,8 +28,10 @@ type Counters interface {
 	SetValue(ctx context.Context, key, value string) error
 	// IncrBy adds n to key (created with expiry expireAt).
 	IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error)
-	// IncrUpTo adds 1 unless that would exceed limit.
-	IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error)
+	// ReserveUpTo adds as much of n as fits under limit, atomically, and
+	// returns how much it added and the resulting value (the daily token
+	// limit is enforced from block reservations: libs/cache/quota).
+	ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error)
 }
 
 // Publisher publishes events that have no database write behind them.
@@ -94,6 +97,7 @@ type Service struct {
 	store    Store
 	keys     KeyStore
 	counters Counters
+	quota    *quota.Reserver // over counters: the daily token limit
 	usage    *usageBatcher
 	verified *verifiedCache // tokens already verified (introspection, exchange)
 	orgs     *OrgModel
@@ -147,6 +151,9 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	s := &Service{cfg: cfg, usage: newUsageBatcher(), verified: newVerifiedCache(16384), store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
 		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror,
 		delegationPolicy: d.Policy}
+	if d.Counters != nil {
+		s.quota = quota.New(d.Counters)
+	}
 	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err
 	}

@@ -72,12 +72,19 @@ func (s *Service) RunUsageFlusher(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = s.usage.flush(fctx, s.counters)
+			_ = s.quota.Release(fctx)
 			cancel()
 			return
 		case <-t.C:
 			if err := s.usage.flush(ctx, s.counters); err != nil {
 				s.cacheErrors.Inc()
 				s.log.WarnContext(ctx, "flush token usage counts; will retry", "err", err)
+			}
+			// Unused token reservations go back to the shared counter;
+			// one that cannot be given back stays counted until midnight.
+			if err := s.quota.Release(ctx); err != nil {
+				s.cacheErrors.Inc()
+				s.log.WarnContext(ctx, "give back unused token reservations", "err", err)
 			}
 		}
 	}

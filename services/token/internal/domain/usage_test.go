@@ -19,8 +19,8 @@ func (f *flakyCounters) IncrBy(_ context.Context, key string, n int64, _ time.Ti
 	f.got[key] += n
 	return f.got[key], nil
 }
-func (f *flakyCounters) IncrUpTo(context.Context, string, int64, time.Time) (int64, bool, error) {
-	return 0, false, errors.New("not used")
+func (f *flakyCounters) ReserveUpTo(context.Context, string, int64, int64, time.Time) (int64, int64, error) {
+	return 0, 0, errors.New("not used")
 }
 func (f *flakyCounters) SetValue(context.Context, string, string) error { return nil }
 

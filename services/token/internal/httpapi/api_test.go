@@ -30,9 +30,10 @@ import (
 
 // memCounters is an in-process stand-in for libs/cache's counters.
 type memCounters struct {
-	mu sync.Mutex
-	m  map[string]int64
-	v  map[string]string
+	mu       sync.Mutex
+	m        map[string]int64
+	v        map[string]string
+	reserves int // ReserveUpTo round trips
 }
 
 func (c *memCounters) SetValue(_ context.Context, k, v string) error {
@@ -49,14 +50,13 @@ func (c *memCounters) IncrBy(_ context.Context, k string, n int64, _ time.Time) 
 	return c.m[k], nil
 }
 
-func (c *memCounters) IncrUpTo(_ context.Context, k string, limit int64, _ time.Time) (int64, bool, error) {
+func (c *memCounters) ReserveUpTo(_ context.Context, k string, n, limit int64, _ time.Time) (int64, int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m[k]+1 > limit {
-		return c.m[k], false, nil
-	}
-	c.m[k]++
-	return c.m[k], true, nil
+	c.reserves++
+	g := max(min(n, limit-c.m[k]), 0)
+	c.m[k] += g
+	return g, c.m[k], nil
 }
 
 type env struct {

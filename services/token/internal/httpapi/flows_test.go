@@ -238,6 +238,28 @@ func TestAgentAPI(t *testing.T) {
 	}
 }
 
+// A limited organisation's tokens are counted from block reservations: a
+// round trip to the shared counter per block, not per token.
+func TestTokenLimitIsCountedInReservations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	raw, _ := json.Marshal(events.OrgData{OrganizationID: "org-r", Status: "active", Limits: events.Limits{MaxAgents: 5, MaxTokensPerDay: 5_000}})
+	e.svc.Orgs().Apply("org-r", raw)
+	a := e.createAgent(t, "org-r", "r@example.com", "")
+	cred := e.createCredential(t, "org-r", a.AgentID, "{}")
+	for i := range 120 {
+		if rec := e.token(t, tokenReq{id: a.AgentID, secret: cred.ClientSecret}); rec.Code != 200 {
+			t.Fatalf("token %d = %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	e.counters.mu.Lock()
+	defer e.counters.mu.Unlock()
+	// One single-token reservation, then blocks of 100: 1 + ceil(119/100).
+	if e.counters.reserves != 3 {
+		t.Errorf("%d reservations for 120 tokens; want 3", e.counters.reserves)
+	}
+}
+
 func TestAgentLimitAndEvents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
