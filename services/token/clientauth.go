@@ -24,6 +24,10 @@ type ClientAuthConfig struct {
 	// JWKSAllowInsecure accepts http jwksUris (TOKEN_JWKS_ALLOW_INSECURE;
 	// development only).
 	JWKSAllowInsecure bool
+	// JWKSRefreshInterval: an agent's jwksUri is fetched again, when an
+	// assertion names a key we do not have, at most this often per agent
+	// (TOKEN_JWKS_REFRESH_INTERVAL, default 1m).
+	JWKSRefreshInterval time.Duration
 	// FederationURL is the federation service's base URL
 	// (FEDERATION_SERVICE_URL); empty disables the jwt-bearer grant.
 	FederationURL string
@@ -36,6 +40,7 @@ var clientAuthEnvDocs = map[string]string{
 	"TOKEN_ASSERTION_MAX_LIFETIME": "how far in the future a private_key_jwt client assertion's exp may be (default 5m, 10s to 1h)",
 	"TOKEN_JWKS_ALLOW_PRIVATE":     "comma-separated CIDRs of private addresses an agent's key jwksUri may reach (default none)",
 	"TOKEN_JWKS_ALLOW_INSECURE":    "accept http:// jwksUris for agent keys (development only; default false)",
+	"TOKEN_JWKS_REFRESH_INTERVAL":  "an agent's key jwksUri is fetched again, when an assertion names an unknown kid, at most this often per agent (default 1m, 1s to 24h): new keys are registered, keys no longer published revoked",
 	"FEDERATION_SERVICE_URL":       "base URL of the federation service (e.g. http://federation:8088); set = the jwt-bearer grant exchanges partner tokens through its exchange check",
 	"FEDERATION_SERVICE_TIMEOUT":   "timeout of one exchange check call (default 3s)",
 }
@@ -50,6 +55,7 @@ func clientAuthFromEnv(env *config.Env) ClientAuthConfig {
 	c := ClientAuthConfig{
 		AssertionMaxLifetime: env.Duration("TOKEN_ASSERTION_MAX_LIFETIME", domain.DefaultAssertionMaxLifetime),
 		JWKSAllowInsecure:    env.Bool("TOKEN_JWKS_ALLOW_INSECURE", false),
+		JWKSRefreshInterval:  env.Duration("TOKEN_JWKS_REFRESH_INTERVAL", domain.DefaultClientJWKSRefreshInterval),
 		FederationURL:        env.String("FEDERATION_SERVICE_URL", ""),
 		FederationTimeout:    env.Duration("FEDERATION_SERVICE_TIMEOUT", 3*time.Second),
 	}
@@ -58,6 +64,9 @@ func clientAuthFromEnv(env *config.Env) ClientAuthConfig {
 		env.Fail("TOKEN_JWKS_ALLOW_PRIVATE: %v", err)
 	}
 	c.JWKSAllowPrivate = allow
+	if c.JWKSRefreshInterval < time.Second || c.JWKSRefreshInterval > 24*time.Hour {
+		env.Fail("TOKEN_JWKS_REFRESH_INTERVAL: must be between 1s and 24h")
+	}
 	if c.AssertionMaxLifetime < 10*time.Second || c.AssertionMaxLifetime > time.Hour {
 		env.Fail("TOKEN_ASSERTION_MAX_LIFETIME: must be between 10s and 1h")
 	}

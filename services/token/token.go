@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		Pepper: cfg.SecretPepper, ClientCacheTTL: cfg.ClientCacheTTL, ClientCacheSize: cfg.ClientCacheSize,
 		RotationGrace: cfg.RotationGrace, MaxDelegationDepth: cfg.MaxDelegationDepth,
 		AssertionMaxLifetime: cfg.ClientAuth.AssertionMaxLifetime, JWKSAllowPrivate: cfg.ClientAuth.JWKSAllowPrivate,
-		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure,
+		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure, ClientJWKSRefreshInterval: cfg.ClientAuth.JWKSRefreshInterval,
 	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
 	if err != nil {

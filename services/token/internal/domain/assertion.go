@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/jose"
@@ -42,13 +44,22 @@ type clientAuth struct {
 	jwks   *http.Client
 	replay ReplayCache
 	fed    FederationExchanger
+
+	refresh *refreshTimes
+}
+
+// refreshTimes remembers when each agent's jwksUri was last fetched again.
+type refreshTimes struct {
+	mu   sync.Mutex
+	last map[string]time.Time // by agent id
 }
 
 func newClientAuth(cfg Settings, d Deps) clientAuth {
 	return clientAuth{
-		jwks:   safehttp.NewClient(safehttp.Options{Allow: cfg.JWKSAllowPrivate, Timeout: jwksFetchTimeout, MaxConnsPerHost: 4}),
-		replay: d.Replay,
-		fed:    d.Federation,
+		jwks:    safehttp.NewClient(safehttp.Options{Allow: cfg.JWKSAllowPrivate, Timeout: jwksFetchTimeout, MaxConnsPerHost: 4}),
+		replay:  d.Replay,
+		fed:     d.Federation,
+		refresh: &refreshTimes{last: map[string]time.Time{}},
 	}
 }
 
@@ -116,7 +127,18 @@ func (s *Service) authenticateAssertion(ctx context.Context, req TokenRequest, n
 	var c assertionClaims
 	// alg none, HS*, embedded keys and a kid not registered for this
 	// client all fail here: jose pins the alg to the registered key.
-	if err := jose.Verify(tok, clientKeySet(rec.Keys), jose.VerifyOptions{Issuer: clientID, Now: now, Leeway: assertionLeeway}, &c); err != nil {
+	opts := jose.VerifyOptions{Issuer: clientID, Now: now, Leeway: assertionLeeway}
+	err = jose.Verify(tok, clientKeySet(rec.Keys), opts, &c)
+	if errors.Is(err, jose.ErrUnknownKey) && len(rec.JWKSURIs) > 0 && rec.Status == StatusActive &&
+		s.mayRefreshClientJWKS(clientID, now) && s.refreshClientJWKS(ctx, rec) {
+		// The agent may have rotated the keys at its jwksUri.
+		if rec, found, err = s.clients.Get(ctx, clientID); err != nil || !found {
+			return failed("unknown_client")
+		}
+		c = assertionClaims{}
+		err = jose.Verify(tok, clientKeySet(rec.Keys), opts, &c)
+	}
+	if err != nil {
 		return failed("assertion_invalid")
 	}
 	audOK := false

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
@@ -427,6 +428,9 @@ func (s *Service) loadClient(ctx context.Context, id string) (ClientRecord, erro
 		return rec, fmt.Errorf("load client keys %s: %w", id, err)
 	}
 	for _, k := range keys {
+		if k.JWKSURI != nil && !slices.Contains(rec.JWKSURIs, *k.JWKSURI) {
+			rec.JWKSURIs = append(rec.JWKSURIs, *k.JWKSURI)
+		}
 		vk, err := jose.NewVerificationKey(k.JWK)
 		if err != nil {
 			s.log.WarnContext(ctx, "skipping unusable client key", "client_id", id, "kid", k.KeyID, "err", err)

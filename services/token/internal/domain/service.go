@@ -63,6 +63,10 @@ type Settings struct {
 	// JWKSAllowInsecure accepts http jwksUris (development and tests).
 	JWKSAllowPrivate  []netip.Prefix
 	JWKSAllowInsecure bool
+	// ClientJWKSRefreshInterval: an agent's jwksUri is fetched again, when
+	// an assertion names a key we do not have, at most this often
+	// (default DefaultClientJWKSRefreshInterval).
+	ClientJWKSRefreshInterval time.Duration
 }
 
 // Deps are what the domain service consumes.

@@ -106,6 +106,9 @@ type ClientRecord struct {
 	Credentials   []ClientCredential // active credentials only
 	// Keys are the active public keys of private_key_jwt (parsed once).
 	Keys []*jose.VerificationKey
+	// JWKSURIs are the jwksUris the active keys were registered from
+	// (fetched again when an assertion names a key we do not have).
+	JWKSURIs []string
 }
 
 // ClientCredential is an active credential's digest and expiry.

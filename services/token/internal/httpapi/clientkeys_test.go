@@ -500,3 +500,138 @@ func TestPrivateKeyJWTReplayCacheDown(t *testing.T) {
 		t.Errorf("Got(secret token) = %d; want 200", rec.Code)
 	}
 }
+
+// rotatingJWKS is an agent's key server whose published set the test
+// changes, counting the fetches.
+type rotatingJWKS struct {
+	*httptest.Server
+	mu      sync.Mutex
+	body    string
+	status  int
+	fetches atomic.Int64
+}
+
+func newRotatingJWKS(t *testing.T, keys ...string) *rotatingJWKS {
+	t.Helper()
+	r := &rotatingJWKS{status: http.StatusOK}
+	r.publish(keys...)
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		r.fetches.Add(1)
+		r.mu.Lock()
+		body, status := r.body, r.status
+		r.mu.Unlock()
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *rotatingJWKS) publish(keys ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.body, r.status = `{"keys":[`+strings.Join(keys, ",")+`]}`, http.StatusOK
+}
+
+func (r *rotatingJWKS) fail(status int, body string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.body, r.status = body, status
+}
+
+// An agent that registered its keys through a jwksUri rotates them there:
+// an assertion naming a key we do not have fetches the set again (at most
+// once per interval per agent), registers what is new and revokes what is
+// gone; a failing or empty answer changes nothing.
+func TestClientKeysJWKSURIRotation(t *testing.T) {
+	t.Parallel()
+	const every = 300 * time.Millisecond
+	e := newKeyEnv(t, keyEnvOptions{tune: func(s *domain.Settings) {
+		s.JWKSAllowPrivate = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		s.ClientJWKSRefreshInterval = every
+	}})
+	a := e.createAgent(t, "org-1", "rotating@example.com", "")
+	k1, j1 := genKey(t, jose.ES256)
+	k2, j2 := genKey(t, jose.EdDSA)
+	k3, _ := genKey(t, jose.ES256) // never published
+	srv := newRotatingJWKS(t, j1)
+	if rec := e.do(t, "POST", "/api/v1/agents/"+a.AgentID+"/keys", "org-1", allScopes, `{"jwksUri":"`+srv.URL+`/jwks"}`); rec.Code != 201 {
+		t.Fatalf("register jwksUri = %d %s", rec.Code, rec.Body)
+	}
+	tokenWith := func(k *jose.PrivateKey) int {
+		return e.tokenForm(t, assertionForm(assertion(t, k, a.AgentID, nil)), "").Code
+	}
+	statuses := func() map[string]string {
+		rec := e.do(t, "GET", "/api/v1/agents/"+a.AgentID+"/keys", "org-1", allScopes, "")
+		out := map[string]string{}
+		for _, k := range decode[struct{ Data []domain.ClientKey }](t, rec).Data {
+			out[k.KeyID] = k.Status
+		}
+		return out
+	}
+	kid := func(k *jose.PrivateKey) string { j, _ := k.PublicJWK(); return j.Kid }
+	if code := tokenWith(k1); code != 200 {
+		t.Fatalf("token with the registered key = %d", code)
+	}
+
+	// The agent publishes a second key: its first use registers it.
+	srv.publish(j1, j2)
+	if code := tokenWith(k2); code != 200 {
+		t.Fatalf("token with the newly published key = %d; want 200", code)
+	}
+	if got := statuses(); got[kid(k2)] != domain.ClientKeyActive || got[kid(k1)] != domain.ClientKeyActive {
+		t.Fatalf("keys after the first refresh = %v; want both active", got)
+	}
+	fetches := srv.fetches.Load() // registration + one refresh
+	if fetches != 2 {
+		t.Fatalf("fetches = %d; want 2", fetches)
+	}
+
+	// A flood of assertions under unknown keys within the interval: no
+	// more fetches, all refused.
+	for i := range 20 {
+		if code := tokenWith(k3); code != 401 {
+			t.Fatalf("flood %d = %d; want 401", i, code)
+		}
+	}
+	if n := srv.fetches.Load(); n != fetches {
+		t.Fatalf("fetches after a flood of unknown kids = %d; want %d", n, fetches)
+	}
+
+	// The agent retires k1: the next refresh revokes it.
+	time.Sleep(every)
+	srv.publish(j2)
+	if code := tokenWith(k3); code != 401 {
+		t.Fatalf("unpublished key = %d; want 401", code)
+	}
+	if got := statuses(); got[kid(k1)] != domain.ClientKeyRevoked || got[kid(k2)] != domain.ClientKeyActive {
+		t.Fatalf("keys after the agent retired k1 = %v; want k1 revoked, k2 active", got)
+	}
+	if code := tokenWith(k1); code != 401 {
+		t.Fatalf("token with the retired key = %d; want 401", code)
+	}
+
+	// A failing or empty key set never removes the keys we have.
+	for _, broken := range []func(){
+		func() { srv.fail(http.StatusInternalServerError, "oops") },
+		func() { srv.publish() },
+		func() { srv.fail(http.StatusOK, "not json") },
+	} {
+		time.Sleep(every)
+		broken()
+		before := srv.fetches.Load()
+		if code := tokenWith(k3); code != 401 {
+			t.Fatalf("unknown key = %d; want 401", code)
+		}
+		if srv.fetches.Load() != before+1 {
+			t.Fatal("the unknown kid did not fetch the set again after the interval")
+		}
+		if code := tokenWith(k2); code != 200 {
+			t.Fatalf("token with k2 while the agent's key server is broken = %d; want 200", code)
+		}
+	}
+	if got := statuses(); got[kid(k2)] != domain.ClientKeyActive {
+		t.Fatalf("keys after broken answers = %v; want k2 active", got)
+	}
+}
