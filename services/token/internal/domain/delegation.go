@@ -30,6 +30,7 @@ const (
 	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
 	TokenTypeAccessToken   = "urn:ietf:params:oauth:token-type:access_token"
 	TokenTypeJWT           = "urn:ietf:params:oauth:token-type:jwt"
+	TokenTypeIDToken       = "urn:ietf:params:oauth:token-type:id_token"
 )
 
 // Delegation lifetime bounds of POST /delegate (seconds).
@@ -497,6 +498,9 @@ func exchangeError(code, desc string) *OAuthError {
 // or auth.failed). Like client_credentials issuance it writes nothing to
 // the database.
 func (s *Service) ExchangeToken(ctx context.Context, req TokenRequest) (ExchangeResponse, *OAuthError) {
+	if s.isPartnerExchange(req.Exchange) {
+		return s.exchangePartnerToken(ctx, req)
+	}
 	now := s.now()
 	rec, credID, oe := s.authenticateClient(ctx, req, now)
 	if oe != nil {

@@ -87,6 +87,53 @@ func invalidGrant(desc string) *OAuthError {
 // never granted through a partner. Client authentication is optional
 // (RFC 7523 §3.1); when present it must be the mapped agent's.
 func (s *Service) federatedToken(ctx context.Context, req TokenRequest) (TokenResponse, *OAuthError) {
+	return s.federatedGrant(ctx, req, GrantTypeJWTBearer)
+}
+
+// isPartnerExchange reports whether an RFC 8693 request exchanges a
+// partner's token (a JWT or ID token from another issuer, no actor token)
+// rather than delegating one of ours.
+func (s *Service) isPartnerExchange(x ExchangeParams) bool {
+	if s.ca.fed == nil || x.ActorToken != "" || x.SubjectToken == "" ||
+		(x.SubjectTokenType != TokenTypeJWT && x.SubjectTokenType != TokenTypeIDToken) {
+		return false
+	}
+	iss, _, ok := unverifiedSubject(x.SubjectToken)
+	return !ok || strings.TrimRight(iss, "/") != strings.TrimRight(s.cfg.Issuer, "/")
+}
+
+// exchangePartnerToken is RFC 8693 token exchange of a partner's token
+// (say a Kubernetes service-account or CI OIDC token from a trusted
+// issuer) for a local access token: the same verification, mapping and
+// scope rules as the jwt-bearer grant, answered in RFC 8693's shape, with
+// invalid_request for a token that is not accepted (§2.2.2).
+func (s *Service) exchangePartnerToken(ctx context.Context, req TokenRequest) (ExchangeResponse, *OAuthError) {
+	x := req.Exchange
+	switch {
+	case x.RequestedTokenType != "" && x.RequestedTokenType != TokenTypeAccessToken:
+		return ExchangeResponse{}, exchangeError("invalid_request", "requested_token_type must be "+TokenTypeAccessToken)
+	case x.Resource != "":
+		return ExchangeResponse{}, exchangeError("invalid_target", "resource is not supported; use audience")
+	case x.Audience != "" && x.Audience != s.cfg.Audience:
+		return ExchangeResponse{}, exchangeError("invalid_target", "audience must be "+s.cfg.Audience)
+	}
+	req.Assertion = x.SubjectToken
+	res, oe := s.federatedGrant(ctx, req, GrantTypeTokenExchange)
+	if oe != nil {
+		if oe.Code == "invalid_grant" {
+			oe.Code = "invalid_request"
+			oe.Description = strings.Replace(oe.Description, "assertion", "subject_token", 1)
+		}
+		return ExchangeResponse{}, oe
+	}
+	return ExchangeResponse{AccessToken: res.AccessToken, IssuedTokenType: TokenTypeAccessToken, TokenType: res.TokenType,
+		ExpiresIn: res.ExpiresIn, Scope: res.Scope}, nil
+}
+
+// federatedGrant issues a local access token for a partner token (the
+// jwt-bearer grant, or token exchange of a partner token); grantType is
+// recorded in token.issued.
+func (s *Service) federatedGrant(ctx context.Context, req TokenRequest, grantType string) (TokenResponse, *OAuthError) {
 	if s.ca.fed == nil {
 		return TokenResponse{}, &OAuthError{Status: http.StatusBadRequest, Code: "unsupported_grant_type", Description: "the jwt-bearer grant is not enabled"}
 	}
@@ -174,7 +221,7 @@ func (s *Service) federatedToken(ctx context.Context, req TokenRequest) (TokenRe
 	if s.pub != nil {
 		expAt, at := time.Unix(exp.Unix(), 0).UTC(), time.Unix(iat, 0).UTC()
 		if ev, err := events.New(events.TokenIssued, Source, rec.OrgID, rec.AgentID, events.TokenIssuedData{
-			JTI: claims.ID, ClientID: rec.AgentID, Scope: scope, GrantType: GrantTypeJWTBearer, ExpiresAt: expAt, IssuedAt: at,
+			JTI: claims.ID, ClientID: rec.AgentID, Scope: scope, GrantType: grantType, ExpiresAt: expAt, IssuedAt: at,
 		}); err == nil {
 			s.pub.Publish(ev)
 		}

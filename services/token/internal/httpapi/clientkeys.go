@@ -35,7 +35,13 @@ func parseAssertionAuth(r *http.Request, form url.Values, req *domain.TokenReque
 		req.ClientAssertion, req.ClientID = form.Get("client_assertion"), form.Get("client_id")
 		return true, nil
 	}
-	if req.GrantType == domain.GrantTypeJWTBearer && !basic && !hasSecret {
+	// Partner tokens stand on their own: client authentication is
+	// optional for jwt-bearer (RFC 7523 §3.1) and for token exchange
+	// without an actor token (RFC 8693 §2.1); when present it must
+	// succeed.
+	partner := req.GrantType == domain.GrantTypeJWTBearer ||
+		req.GrantType == domain.GrantTypeTokenExchange && req.Exchange.ActorToken == ""
+	if partner && !basic && !hasSecret {
 		req.ClientID = form.Get("client_id")
 		return true, nil
 	}

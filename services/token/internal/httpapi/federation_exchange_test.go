@@ -98,8 +98,11 @@ func jwtBearerForm(assertion, scope string) url.Values {
 	return f
 }
 
-func TestJWTBearerFederation(t *testing.T) {
-	t.Parallel()
+// federatedEnv is a token service with the federation service wired in and
+// a partner IdP registered, mapping partner subject "partner-bot" to a
+// local agent.
+func federatedEnv(t *testing.T) (*env, *partnerIdP, domain.Agent, *httptest.Server) {
+	t.Helper()
 	fed, fedHTTP, codec := startFederation(t)
 	partner := startPartner(t)
 	e := newKeyEnv(t, keyEnvOptions{federation: fedclient.New(fedHTTP.URL, codec, 2*time.Second)})
@@ -109,8 +112,7 @@ func TestJWTBearerFederation(t *testing.T) {
 	if err := fed.HandleAgentEvent(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
-	// Register the partner as the operator would, mapping partner subject
-	// "partner-bot" to the local agent.
+	// Register the partner as the operator would.
 	trust := `{"name":"Partner","issuer":"` + partner.issuer + `","jwksUri":"` + partner.issuer + `/jwks.json","claimMapping":{"subjectClaim":"sub","agentMap":{"partner-bot":"` + a.AgentID + `"}}}`
 	req := httptest.NewRequest("POST", "/api/v1/federation/trust", strings.NewReader(trust))
 	req.Header.Set("Content-Type", "application/json")
@@ -121,6 +123,13 @@ func TestJWTBearerFederation(t *testing.T) {
 	if rec.Code != http.StatusCreated {
 		t.Fatalf("register partner = %d %s", rec.Code, rec.Body)
 	}
+	return e, partner, a, fedHTTP
+}
+
+func TestJWTBearerFederation(t *testing.T) {
+	t.Parallel()
+	e, partner, a, fedHTTP := federatedEnv(t)
+	var rec *httptest.ResponseRecorder
 
 	cases := []struct {
 		name      string
@@ -166,6 +175,85 @@ func TestJWTBearerFederation(t *testing.T) {
 	rec = e.tokenForm(t, jwtBearerForm(partner.token(t, "partner-bot", testIssuer), ""), "")
 	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "temporarily_unavailable") {
 		t.Errorf("Got(token with federation down) = %d %s; want 503 temporarily_unavailable", rec.Code, rec.Body)
+	}
+}
+
+func partnerExchangeForm(subjectToken, subjectType string) url.Values {
+	return url.Values{"grant_type": {domain.GrantTypeTokenExchange}, "subject_token": {subjectToken}, "subject_token_type": {subjectType}}
+}
+
+// RFC 8693 token exchange of a partner's token (no actor token): the same
+// verification and mapping as jwt-bearer, answered in RFC 8693's shape.
+func TestTokenExchangeOfPartnerToken(t *testing.T) {
+	t.Parallel()
+	e, partner, a, _ := federatedEnv(t)
+	good := partner.token(t, "partner-bot", testIssuer)
+	cases := []struct {
+		name string
+		form url.Values
+		want int
+		code string
+	}{
+		{"partner JWT", partnerExchangeForm(good, domain.TokenTypeJWT), 200, ""},
+		{"partner ID token", partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeIDToken), 200, ""},
+		{"narrowed scope", func() url.Values {
+			f := partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeJWT)
+			f.Set("scope", "agents:read")
+			return f
+		}(), 200, ""},
+		{"unmapped subject", partnerExchangeForm(partner.token(t, "stranger", testIssuer), domain.TokenTypeJWT), 400, "invalid_request"},
+		{"wrong audience in the partner token", partnerExchangeForm(partner.token(t, "partner-bot", "https://elsewhere"), domain.TokenTypeJWT), 400, "invalid_request"},
+		{"garbage subject token", partnerExchangeForm("not-a-jwt", domain.TokenTypeJWT), 400, "invalid_request"},
+		{"other audience requested", func() url.Values {
+			f := partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeJWT)
+			f.Set("audience", "https://elsewhere")
+			return f
+		}(), 400, "invalid_target"},
+		{"refresh token requested", func() url.Values {
+			f := partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeJWT)
+			f.Set("requested_token_type", "urn:ietf:params:oauth:token-type:refresh_token")
+			return f
+		}(), 400, "invalid_request"},
+		// Access-token type and no actor token: our own delegation
+		// exchange, which needs an authenticated client.
+		{"not a partner exchange without client authentication", partnerExchangeForm(good, domain.TokenTypeAccessToken), 401, "invalid_client"},
+	}
+	for _, c := range cases {
+		rec := e.tokenForm(t, c.form, "")
+		if rec.Code != c.want || (c.code != "" && !strings.Contains(rec.Body.String(), `"`+c.code+`"`)) {
+			t.Errorf("%s: Got(token) = %d %s; want %d %s", c.name, rec.Code, rec.Body, c.want, c.code)
+			continue
+		}
+		if c.want != 200 {
+			continue
+		}
+		res := decode[domain.ExchangeResponse](t, rec)
+		if res.IssuedTokenType != domain.TokenTypeAccessToken || res.TokenType != "Bearer" || res.ExpiresIn <= 0 {
+			t.Errorf("%s: Got(response) = %+v; want an RFC 8693 access-token answer", c.name, res)
+		}
+		b, _ := base64.RawURLEncoding.DecodeString(strings.Split(res.AccessToken, ".")[1])
+		var claims struct {
+			domain.AccessClaims
+			Fed *domain.FederationClaim `json:"fed"`
+		}
+		_ = json.Unmarshal(b, &claims)
+		if claims.Subject != a.AgentID || claims.Fed == nil || claims.Fed.Subject != "partner-bot" {
+			t.Errorf("%s: Got(claims) = %+v; want the mapped agent with fed claim", c.name, claims)
+		}
+	}
+	// Client authentication is optional, but when given it must be the
+	// mapped agent's.
+	cred := e.createCredential(t, "org-1", a.AgentID, "{}")
+	if rec := e.tokenForm(t, partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeJWT), a.AgentID+":"+cred.ClientSecret); rec.Code != 200 {
+		t.Errorf("Got(exchange with the mapped agent's credentials) = %d %s; want 200", rec.Code, rec.Body)
+	}
+	other := e.createAgent(t, "org-1", "other-fed@example.com", "")
+	otherCred := e.createCredential(t, "org-1", other.AgentID, "{}")
+	if rec := e.tokenForm(t, partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeJWT), other.AgentID+":"+otherCred.ClientSecret); rec.Code != 400 {
+		t.Errorf("Got(exchange by another agent) = %d %s; want 400", rec.Code, rec.Body)
+	}
+	if rec := e.tokenForm(t, partnerExchangeForm(partner.token(t, "partner-bot", testIssuer), domain.TokenTypeJWT), other.AgentID+":wrong"); rec.Code != 401 {
+		t.Errorf("Got(exchange with a wrong secret) = %d %s; want 401", rec.Code, rec.Body)
 	}
 }
 
