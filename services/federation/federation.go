@@ -195,6 +195,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		MaxBytes:    cfg.JWKSMaxBytes,
 		Shared:      d.Cache,
 		Logger:      logger,
+		Registerer:  reg,
 	})
 	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	dom := domain.NewService(fedstore.New(d.DB), keys, domain.Options{

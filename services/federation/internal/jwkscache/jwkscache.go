@@ -21,6 +21,7 @@ import (
 	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/safehttp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrNoUsableKeys is returned when a JWK set holds no key we can verify with.
@@ -44,13 +45,24 @@ type Options struct {
 	Shared cache.Cache
 	Logger *slog.Logger
 	Now    func() time.Time
+	// Registerer, when set, receives agentidp_federation_jwks_fetches_total
+	// and agentidp_federation_jwks_age_seconds.
+	Registerer prometheus.Registerer
 }
+
+// Fetch outcomes (label outcome of agentidp_federation_jwks_fetches_total).
+const (
+	OutcomeOK     = "ok"     // fetched and installed
+	OutcomeError  = "error"  // unreachable, refused address, bad status, no usable key: last good set kept
+	OutcomeShared = "shared" // installed from the set another replica fetched
+)
 
 // Cache holds one entry per partner.
 type Cache struct {
 	o       Options
 	mu      sync.Mutex
 	entries map[string]*entry
+	fetches *prometheus.CounterVec
 }
 
 type entry struct {
@@ -87,7 +99,51 @@ func New(o Options) *Cache {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Cache{o: o, entries: make(map[string]*entry)}
+	c := &Cache{o: o, entries: make(map[string]*entry)}
+	c.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentidp_federation_jwks_fetches_total",
+		Help: "Partner JWK set fetches by partner and outcome (ok, error: the last good set is kept, shared: taken from another replica's fetch).",
+	}, []string{"partner", "outcome"})
+	age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentidp_federation_jwks_age_seconds",
+		Help: "Age of the oldest partner JWK set held (0 with none): a partner whose refreshes keep failing makes it grow past the refresh interval.",
+	}, c.oldestAge)
+	if o.Registerer != nil {
+		c.fetches = register(o.Registerer, c.fetches).(*prometheus.CounterVec)
+		register(o.Registerer, age)
+	}
+	return c
+}
+
+func register(reg prometheus.Registerer, c prometheus.Collector) prometheus.Collector {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return are.ExistingCollector
+		}
+		panic(err)
+	}
+	return c
+}
+
+// oldestAge is the age in seconds of the oldest set held.
+func (c *Cache) oldestAge() float64 {
+	c.mu.Lock()
+	entries := make([]*entry, 0, len(c.entries))
+	for _, e := range c.entries {
+		entries = append(entries, e)
+	}
+	c.mu.Unlock()
+	now := c.o.Now()
+	var oldest time.Duration
+	for _, e := range entries {
+		e.mu.RLock()
+		if len(e.keys) > 0 {
+			oldest = max(oldest, now.Sub(e.fetchedAt))
+		}
+		e.mu.RUnlock()
+	}
+	return oldest.Seconds()
 }
 
 // entry returns the partner's entry, replacing it when the URI changed.
@@ -107,8 +163,10 @@ func (c *Cache) entry(id, uri string) *entry {
 func (c *Cache) Load(ctx context.Context, id, uri string) error {
 	keys, raw, err := c.fetch(ctx, uri)
 	if err != nil {
+		c.fetches.WithLabelValues(id, OutcomeError).Inc()
 		return err
 	}
+	c.fetches.WithLabelValues(id, OutcomeOK).Inc()
 	e := c.entry(id, uri)
 	e.fetchMu.Lock()
 	e.lastAttempt = c.o.Now()
@@ -122,6 +180,7 @@ func (c *Cache) Forget(id string) {
 	c.mu.Lock()
 	delete(c.entries, id)
 	c.mu.Unlock()
+	c.fetches.DeletePartialMatch(prometheus.Labels{"partner": id})
 	if c.o.Shared != nil {
 		_ = c.o.Shared.Delete(context.Background(), sharedKey(id))
 	}
@@ -182,9 +241,11 @@ func (c *Cache) refresh(ctx context.Context, id string, e *entry) {
 	e.lastAttempt = now
 	keys, raw, err := c.fetch(ctx, e.uri)
 	if err != nil {
+		c.fetches.WithLabelValues(id, OutcomeError).Inc()
 		c.o.Logger.Warn("partner JWKS refresh failed; keeping the last good set", "partner", id, "err", err)
 		return
 	}
+	c.fetches.WithLabelValues(id, OutcomeOK).Inc()
 	c.install(ctx, id, e, keys, raw)
 }
 
@@ -227,6 +288,7 @@ func (c *Cache) loadShared(ctx context.Context, id string, e *entry) bool {
 	e.mu.Lock()
 	e.keys, e.fetchedAt = keys, c.o.Now()
 	e.mu.Unlock()
+	c.fetches.WithLabelValues(id, OutcomeShared).Inc()
 	return true
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 	"github.com/agentidp/agentidp/libs/safehttp"
 	"github.com/agentidp/agentidp/services/federation/internal/jwkscache"
 	"github.com/agentidp/agentidp/services/federation/internal/partnertest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -176,5 +179,50 @@ func TestURIChangeStartsFresh(t *testing.T) {
 	c.Forget("p")
 	if _, ok := c.KeySet(ctx, "p", a.JWKSURI).Key(a.Key(0).KID); !ok {
 		t.Errorf("Key after Forget = missing; want a fresh fetch")
+	}
+}
+
+// The fetch counter and the age gauge tell an operator that a partner's
+// refreshes fail while its last good set is still served.
+func TestFetchMetrics(t *testing.T) {
+	t.Parallel()
+	idp := partnertest.Start(t)
+	clk := &clock{now: time.Now()}
+	reg := prometheus.NewRegistry()
+	c := jwkscache.New(jwkscache.Options{
+		Client: safehttp.NewClient(safehttp.Options{Allow: loopback, Timeout: 5 * time.Second}),
+		Now:    clk.Now, Registerer: reg,
+	})
+	ctx := context.Background()
+	if err := c.Load(ctx, "p1", idp.JWKSURI); err != nil {
+		t.Fatal(err)
+	}
+	idp.SetMode(partnertest.ModeDown)
+	clk.now = clk.now.Add(31 * time.Second)
+	if _, ok := c.KeySet(ctx, "p1", idp.JWKSURI).Key("unknown"); ok {
+		t.Fatal("unknown kid found")
+	}
+	clk.now = clk.now.Add(time.Hour)
+	want := `
+# HELP agentidp_federation_jwks_age_seconds Age of the oldest partner JWK set held (0 with none): a partner whose refreshes keep failing makes it grow past the refresh interval.
+# TYPE agentidp_federation_jwks_age_seconds gauge
+agentidp_federation_jwks_age_seconds 3631
+# HELP agentidp_federation_jwks_fetches_total Partner JWK set fetches by partner and outcome (ok, error: the last good set is kept, shared: taken from another replica's fetch).
+# TYPE agentidp_federation_jwks_fetches_total counter
+agentidp_federation_jwks_fetches_total{outcome="error",partner="p1"} 1
+agentidp_federation_jwks_fetches_total{outcome="ok",partner="p1"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	// A deleted partner's series go away with it.
+	c.Forget("p1")
+	want = `
+# HELP agentidp_federation_jwks_age_seconds Age of the oldest partner JWK set held (0 with none): a partner whose refreshes keep failing makes it grow past the refresh interval.
+# TYPE agentidp_federation_jwks_age_seconds gauge
+agentidp_federation_jwks_age_seconds 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }
