@@ -474,3 +474,63 @@ func TestProxyOverUpstreamTransportPassesResponsesThrough(t *testing.T) {
 		t.Fatalf("connections %d fallback %d, want 1 and 0", srv.conns.Load(), spy.calls.Load())
 	}
 }
+
+// Many concurrent callers through the proxy, mixing the direct path and the
+// fallback: every answer belongs to its own request, and the pool keeps at
+// most maxIdle connections.
+func TestUpstreamTransportConcurrentMixedRequests(t *testing.T) {
+	t.Parallel()
+	srv := newCountingServer(t, echoHandler)
+	tr, spy := newTestUpstreamTransport(t)
+	tr.maxIdle = 8
+	target, _ := url.Parse(srv.URL)
+	proxy := newProxy(target, tr, newBufferPool(), slog.New(slog.DiscardHandler), "test")
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	big := strings.Repeat("z", maxDirectBody+10)
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 40 {
+				var resp *http.Response
+				var err error
+				var want string
+				switch i % 4 {
+				case 0, 1:
+					resp, err = client.Get(fmt.Sprintf("%s/g/%d/%d", front.URL, w, i))
+					want = fmt.Sprintf("GET /g/%d/%d ", w, i)
+				case 2:
+					body := fmt.Sprintf("small-%d-%d", w, i)
+					resp, err = client.Post(front.URL+"/p", "text/plain", strings.NewReader(body))
+					want = "POST /p " + body
+				default:
+					resp, err = client.Post(front.URL+"/big", "text/plain", strings.NewReader(big))
+					want = "POST /big " + big
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != want {
+					t.Errorf("worker %d request %d: %d %.60q, want %.60q", w, i, resp.StatusCode, b, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := spy.calls.Load(); n != 32*10 {
+		t.Errorf("fallback carried %d requests, want %d (the large bodies)", n, 32*10)
+	}
+	tr.mu.Lock()
+	idle := len(tr.idle[target.Host])
+	tr.mu.Unlock()
+	if idle > tr.maxIdle {
+		t.Errorf("%d idle connections pooled, more than maxIdle %d", idle, tr.maxIdle)
+	}
+}
