@@ -230,12 +230,8 @@ func (m *Memory) IncrBy(ctx context.Context, key string, n int64, expireAt time.
 }
 
 func (m *Memory) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
-	return m.counterOp(key, expireAt, func(cur int64) (int64, bool) {
-		if cur+1 > limit {
-			return cur, false
-		}
-		return cur + 1, true
-	})
+	granted, v, err := m.ReserveUpTo(ctx, key, 1, limit, expireAt)
+	return v, granted == 1, err
 }
 
 func (m *Memory) ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error) {

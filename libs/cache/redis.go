@@ -121,25 +121,6 @@ return v
 
 // ARGV[1] = limit, ARGV[2] = expiry in unix milliseconds (0 = none).
 // Returns {value, 1 if incremented else 0}.
-var incrUpToScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-local n = 0
-if cur then
-  n = tonumber(cur)
-  if n == nil or string.find(cur, '^%-?%d+$') == nil then
-    return redis.error_reply('ERR value is not an integer or out of range')
-  end
-end
-if n + 1 > tonumber(ARGV[1]) then
-  return {n, 0}
-end
-local v = redis.call('INCR', KEYS[1])
-if not cur and tonumber(ARGV[2]) > 0 then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-end
-return {v, 1}
-`)
-
 var reserveUpToScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 local n = 0
@@ -187,14 +168,8 @@ func (r *Redis) IncrBy(ctx context.Context, key string, n int64, expireAt time.T
 }
 
 func (r *Redis) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
-	res, err := incrUpToScript.Run(ctx, r.client, []string{r.k(key)}, limit, expireMillis(expireAt)).Int64Slice()
-	if err != nil {
-		return 0, false, counterErr("incrupto", err)
-	}
-	if len(res) != 2 {
-		return 0, false, fmt.Errorf("cache: incrupto: unexpected reply %v", res)
-	}
-	return res[0], res[1] == 1, nil
+	granted, v, err := r.ReserveUpTo(ctx, key, 1, limit, expireAt)
+	return v, granted == 1, err
 }
 
 func (r *Redis) ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error) {
