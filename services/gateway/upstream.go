@@ -133,7 +133,7 @@ func (t *upstreamTransport) conn(ctx context.Context, addr string) (*upstreamCon
 			for _, old := range conns[:n-1] {
 				old.close()
 			}
-			t.idle[addr] = conns[:0]
+			t.idle[addr] = nil
 			pc.close()
 			break
 		}
@@ -169,6 +169,7 @@ func (t *upstreamTransport) put(pc *upstreamConn) {
 	expired := 0
 	for expired < len(conns) && now.Sub(conns[expired].idleSince) >= t.idleTimeout {
 		conns[expired].close()
+		conns[expired] = nil // the backing array outlives the slice
 		expired++
 	}
 	conns = conns[expired:]
