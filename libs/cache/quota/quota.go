@@ -137,7 +137,9 @@ func (r *Reserver) Take(ctx context.Context, key string, limit int64, expireAt t
 	ls.inflight = res
 	r.mu.Unlock()
 
-	granted, total, err := r.c.ReserveUpTo(ctx, key, n, limit, expireAt)
+	// Other callers may be waiting for this reservation: it must not fail
+	// because this caller went away (the counter's own timeouts bound it).
+	granted, total, err := r.c.ReserveUpTo(context.WithoutCancel(ctx), key, n, limit, expireAt)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()

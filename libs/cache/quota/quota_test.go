@@ -302,3 +302,27 @@ func TestReleaseFailureIsReported(t *testing.T) {
 		t.Fatalf("Release with the counter down: %v, want %v", err, errDown)
 	}
 }
+
+// The caller that makes a reservation going away does not fail the callers
+// waiting for it.
+func TestReservationOutlivesItsCaller(t *testing.T) {
+	t.Parallel()
+	c := newCounter(100 * time.Millisecond)
+	r := quota.New(c)
+	cctx, cancel := context.WithCancel(ctx)
+	first := make(chan error, 1)
+	go func() { _, _, err := r.Take(cctx, "k", 100, tomorrow); first <- err }()
+	for c.reserves.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	waiter := make(chan bool, 1)
+	go func() { ok, _, _ := r.Take(ctx, "k", 100, tomorrow); waiter <- ok }()
+	time.Sleep(10 * time.Millisecond) // the waiter is waiting
+	cancel()
+	if err := <-first; err != nil {
+		t.Fatalf("reserving caller: %v", err)
+	}
+	if !<-waiter {
+		t.Fatal("waiter refused after the reserving caller went away")
+	}
+}
