@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"errors"
 	"strconv"
 	"time"
 
@@ -32,6 +33,24 @@ func NewMetrics(reg prometheus.Registerer, service string) *Metrics {
 	}
 	reg.MustRegister(m.requests, m.duration)
 	return m
+}
+
+// Register registers c on reg and returns it, or the collector already
+// registered under the same description (a service built twice on one
+// registry, as tests and the all-in-one process do, shares its metrics).
+// Any other registration error is a programming error and panics, like
+// prometheus.MustRegister.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
 // Middleware records every request under its route template (never the raw

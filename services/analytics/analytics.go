@@ -276,19 +276,10 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	domain := counting.NewService(store, logger)
 	auditSvc := audit.NewService(store, cfg.CheckpointKey, logger)
 	comp := compliance.NewService(store, domain, auditSvc, c, cfg.IdentityProvider, logger)
-	gauge := prometheus.NewGauge(prometheus.GaugeOpts{
+	gauge := httpx.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "agentidp_audit_chain_integrity",
 		Help: "1 when every audit chain verified at the last hourly run, 0 when one is broken.",
-	})
-	if err := reg.Register(gauge); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return nil, fmt.Errorf("analytics: register gauge: %w", err)
-		}
-		if g, ok := are.ExistingCollector.(prometheus.Gauge); ok {
-			gauge = g
-		}
-	}
+	}))
 	s := &Service{
 		cfg:        cfg,
 		domain:     domain,

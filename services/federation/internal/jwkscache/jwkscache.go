@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/cache"
+	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/safehttp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,22 +110,12 @@ func New(o Options) *Cache {
 		Help: "Age of the oldest partner JWK set held (0 with none): a partner whose refreshes keep failing makes it grow past the refresh interval.",
 	}, c.oldestAge)
 	if o.Registerer != nil {
-		c.fetches = register(o.Registerer, c.fetches).(*prometheus.CounterVec)
-		register(o.Registerer, age)
+		c.fetches = httpx.Register(o.Registerer, c.fetches)
+		httpx.Register(o.Registerer, age)
 	}
 	return c
 }
 
-func register(reg prometheus.Registerer, c prometheus.Collector) prometheus.Collector {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return are.ExistingCollector
-		}
-		panic(err)
-	}
-	return c
-}
 
 // oldestAge is the age in seconds of the oldest set held.
 func (c *Cache) oldestAge() float64 {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -299,21 +300,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Webhook deliveries not yet delivered nor dead-lettered."}),
 	}
 	if reg != nil {
-		m.Deliveries = reuse(reg, m.Deliveries)
-		m.Duration = reuse(reg, m.Duration)
-		m.Pending = reuse(reg, m.Pending)
+		m.Deliveries = httpx.Register(reg, m.Deliveries)
+		m.Duration = httpx.Register(reg, m.Duration)
+		m.Pending = httpx.Register(reg, m.Pending)
 	}
 	return m
-}
-
-func reuse[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
