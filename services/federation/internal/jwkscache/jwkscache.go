@@ -116,7 +116,6 @@ func New(o Options) *Cache {
 	return c
 }
 
-
 // oldestAge is the age in seconds of the oldest set held.
 func (c *Cache) oldestAge() float64 {
 	c.mu.Lock()
