@@ -316,27 +316,13 @@ WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, r.opts
 	if err != nil {
 		return 0, fmt.Errorf("select: %w", err)
 	}
-	var seqs []int64
-	var msgs []OutboxMessage
-	for rows.Next() {
-		var seq int64
-		var m OutboxMessage
-		if err := rows.Scan(&seq, &m.ID, &m.Subject, &m.Data, &m.CreatedAt); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("scan: %w", err)
-		}
-		if m.Data == nil {
-			m.Data = []byte{}
-		}
-		seqs = append(seqs, seq)
-		msgs = append(msgs, m)
-	}
+	seqs, msgs, err := scanOutbox(rows)
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("select: %w", err)
+	if err == nil && rows.Err() != nil {
+		err = fmt.Errorf("select: %w", rows.Err())
 	}
-	if len(msgs) == 0 {
-		return 0, nil
+	if err != nil || len(msgs) == 0 {
+		return 0, err
 	}
 	if err := r.publish(ctx, msgs); err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
@@ -350,6 +336,32 @@ WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`, r.opts
 	return len(msgs), nil
 }
 
+// outboxRows is what pgx.Rows and *sql.Rows share.
+type outboxRows interface {
+	Next() bool
+	Scan(dest ...any) error
+}
+
+// scanOutbox reads the rows of the relay's SELECT (seq, id, subject,
+// payload, created_at); the caller closes rows and checks rows.Err.
+func scanOutbox(rows outboxRows) ([]int64, []OutboxMessage, error) {
+	var seqs []int64
+	var msgs []OutboxMessage
+	for rows.Next() {
+		var seq int64
+		var m OutboxMessage
+		if err := rows.Scan(&seq, &m.ID, &m.Subject, &m.Data, &m.CreatedAt); err != nil {
+			return nil, nil, fmt.Errorf("scan: %w", err)
+		}
+		if m.Data == nil {
+			m.Data = []byte{}
+		}
+		seqs = append(seqs, seq)
+		msgs = append(msgs, m)
+	}
+	return seqs, msgs, nil
+}
+
 func (r *Relay) roundSQLite(ctx context.Context) (int, error) {
 	// No transaction held while publishing: SQLite has one writer connection
 	// and the service must not stall behind the bus.
@@ -358,32 +370,21 @@ WHERE published_at IS NULL ORDER BY seq LIMIT ?`, r.opts.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("select: %w", err)
 	}
-	var seqs []any
-	var msgs []OutboxMessage
-	for rows.Next() {
-		var seq int64
-		var m OutboxMessage
-		if err := rows.Scan(&seq, &m.ID, &m.Subject, &m.Data, &m.CreatedAt); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("scan: %w", err)
-		}
-		if m.Data == nil {
-			m.Data = []byte{}
-		}
-		seqs = append(seqs, seq)
-		msgs = append(msgs, m)
-	}
+	seqs, msgs, err := scanOutbox(rows)
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("select: %w", err)
+	if err == nil && rows.Err() != nil {
+		err = fmt.Errorf("select: %w", rows.Err())
 	}
-	if len(msgs) == 0 {
-		return 0, nil
+	if err != nil || len(msgs) == 0 {
+		return 0, err
 	}
 	if err := r.publish(ctx, msgs); err != nil {
 		return 0, fmt.Errorf("publish: %w", err)
 	}
-	args := append([]any{time.Now().UTC()}, seqs...)
+	args := []any{time.Now().UTC()}
+	for _, seq := range seqs {
+		args = append(args, seq)
+	}
 	q := "UPDATE outbox SET published_at = ? WHERE seq IN (" + strings.TrimSuffix(strings.Repeat("?,", len(seqs)), ",") + ")"
 	if _, err := r.db.sql.ExecContext(ctx, q, args...); err != nil {
 		return 0, fmt.Errorf("mark published: %w", err)
