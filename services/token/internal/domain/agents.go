@@ -248,11 +248,18 @@ func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in Cre
 	return a, nil
 }
 
-// agentOrg is the organisation an agent-scoped request acts in: the
+// agentOrg checks that the caller holds scope and that agentID is well
+// formed, and returns the organisation an agent-scoped request acts in: the
 // caller's own, except for the platform operator (admin:orgs), who may
 // manage agents of any organisation — to create an organisation's first
 // agent and its credential. An unknown agent is AGENT_NOT_FOUND either way.
-func (s *Service) agentOrg(ctx context.Context, caller authn.Identity, agentID string) (string, error) {
+func (s *Service) agentOrg(ctx context.Context, caller authn.Identity, agentID, scope string) (string, error) {
+	if err := httpx.RequireScope(caller, scope); err != nil {
+		return "", err
+	}
+	if !validAgentID(agentID) {
+		return "", notFoundAgent()
+	}
 	if !caller.HasScope(ScopeAdminOrgs) {
 		return caller.OrgID, nil
 	}
@@ -268,13 +275,7 @@ func (s *Service) agentOrg(ctx context.Context, caller authn.Identity, agentID s
 
 // GetAgent returns one of the caller's org's agents.
 func (s *Service) GetAgent(ctx context.Context, caller authn.Identity, agentID string) (Agent, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
-		return Agent{}, err
-	}
-	if !validAgentID(agentID) {
-		return Agent{}, notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsRead)
 	if err != nil {
 		return Agent{}, err
 	}
@@ -324,13 +325,7 @@ func (s *Service) ListAgents(ctx context.Context, caller authn.Identity, flt Age
 
 // UpdateAgent applies a partial update.
 func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentID string, in UpdateAgentInput) (Agent, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
-		return Agent{}, err
-	}
-	if !validAgentID(agentID) {
-		return Agent{}, notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
 	if err != nil {
 		return Agent{}, err
 	}
@@ -473,13 +468,7 @@ func (s *Service) mapAgentErr(agentID string, err error, limit int64) error {
 // DecommissionAgent soft-deletes the agent and revokes its credentials.
 // Decommissioning twice succeeds and changes nothing the second time.
 func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, agentID string) error {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
-		return err
-	}
-	if !validAgentID(agentID) {
-		return notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
 	if err != nil {
 		return err
 	}

@@ -291,19 +291,13 @@ func clientKeyEvent(t events.Type, orgID string, k ClientKey, at time.Time) (eve
 // jwks_uri) for an agent of the caller's organisation; the agent can then
 // authenticate with private_key_jwt.
 func (s *Service) RegisterClientKey(ctx context.Context, caller authn.Identity, agentID string, in RegisterClientKeyInput) (RegisteredClientKeys, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	if err != nil {
 		return RegisteredClientKeys{}, err
-	}
-	if !validAgentID(agentID) {
-		return RegisteredClientKeys{}, notFoundAgent()
 	}
 	hasJWK := len(in.JWK) > 0 && string(in.JWK) != "null"
 	if hasJWK == (in.JWKSURI != "") {
 		return RegisteredClientKeys{}, httpx.Validation("give exactly one of jwk and jwksUri", map[string]string{"jwk": "exactly one of jwk and jwksUri"})
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
-	if err != nil {
-		return RegisteredClientKeys{}, err
 	}
 	// The agent must exist in the org before anything is fetched for it.
 	if _, err := s.store.GetAgent(ctx, org, agentID); err != nil {
@@ -354,13 +348,7 @@ func (s *Service) RegisterClientKey(ctx context.Context, caller authn.Identity, 
 
 // ListClientKeys lists an agent's keys (active and revoked).
 func (s *Service) ListClientKeys(ctx context.Context, caller authn.Identity, agentID string) ([]ClientKey, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
-		return nil, err
-	}
-	if !validAgentID(agentID) {
-		return nil, notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsRead)
 	if err != nil {
 		return nil, err
 	}
@@ -379,13 +367,7 @@ func (s *Service) ListClientKeys(ctx context.Context, caller authn.Identity, age
 // the key stay valid until they expire (revoke the tokens, a credential or
 // suspend the agent to end them).
 func (s *Service) RevokeClientKey(ctx context.Context, caller authn.Identity, agentID, kid string) error {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
-		return err
-	}
-	if !validAgentID(agentID) {
-		return notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
 	if err != nil {
 		return err
 	}

@@ -61,13 +61,7 @@ func NewCredentialFor(pepper []byte, agentID string, expiresAt *time.Time, now t
 
 // CreateCredential issues a new client secret for an agent of the caller's org.
 func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, agentID string, in CreateCredentialInput) (NewCredential, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
-		return NewCredential{}, err
-	}
-	if !validAgentID(agentID) {
-		return NewCredential{}, notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
 	if err != nil {
 		return NewCredential{}, err
 	}
@@ -98,13 +92,7 @@ func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, a
 
 // ListCredentials lists an agent's credentials (never their secrets).
 func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, agentID string) ([]Credential, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsRead); err != nil {
-		return nil, err
-	}
-	if !validAgentID(agentID) {
-		return nil, notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsRead)
 	if err != nil {
 		return nil, err
 	}
@@ -126,13 +114,7 @@ func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, ag
 // until they expire (no watermark), since the point of a grace period is
 // that clients switch over without failures.
 func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) (NewCredential, error) {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
-		return NewCredential{}, err
-	}
-	if !validAgentID(agentID) {
-		return NewCredential{}, notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
 	if err != nil {
 		return NewCredential{}, err
 	}
@@ -202,13 +184,7 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 // RevokeCredential revokes a credential and every token issued under it;
 // revoking twice succeeds.
 func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) error {
-	if err := httpx.RequireScope(caller, ScopeAgentsWrite); err != nil {
-		return err
-	}
-	if !validAgentID(agentID) {
-		return notFoundAgent()
-	}
-	org, err := s.agentOrg(ctx, caller, agentID)
+	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
 	if err != nil {
 		return err
 	}
