@@ -76,12 +76,21 @@ func newEnv(t testing.TB) *env { t.Helper(); return newEnvWith(t, nil) }
 // and loads the revocation state as the assembly does at start.
 func newEnvWith(t testing.TB, wrap func(domain.Store) domain.Store) *env {
 	t.Helper()
-	return newEnvFull(t, wrap, nil, nil)
+	return newEnvFull(t, envOptions{wrap: wrap})
 }
 
-// newEnvFull is newEnvWith with the settings adjusted by tune and the
-// delegation policy replaced by policy (nil: the embedded one).
-func newEnvFull(t testing.TB, wrap func(domain.Store) domain.Store, tune func(*domain.Settings), policy domain.DelegationPolicy) *env {
+// envOptions configure newEnvFull; the zero value is newEnv.
+type envOptions struct {
+	wrap       func(domain.Store) domain.Store // the store as the service sees it
+	tune       func(*domain.Settings)
+	policy     domain.DelegationPolicy // nil: the embedded one
+	replay     domain.ReplayCache
+	federation domain.FederationExchanger
+}
+
+// newEnvFull builds the service over SQLite and an in-process NATS server
+// as the options say.
+func newEnvFull(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -99,8 +108,8 @@ func newEnvFull(t testing.TB, wrap func(domain.Store) domain.Store, tune func(*d
 	srv := natstest.Start(t)
 	_, js := srv.Connect(t)
 	var store domain.Store = sqlstore.New(db)
-	if wrap != nil {
-		store = wrap(store)
+	if o.wrap != nil {
+		store = o.wrap(store)
 	}
 	keys, err := domain.NewSealedKeyStore(store, testKey)
 	if err != nil {
@@ -121,9 +130,10 @@ func newEnvFull(t testing.TB, wrap func(domain.Store) domain.Store, tune func(*d
 	ctr := &memCounters{m: map[string]int64{}, v: map[string]string{}}
 	orgs := domain.NewOrgModel(slog.New(slog.DiscardHandler))
 	settings := domain.Settings{Issuer: "http://idp.test", Audience: "agentidp", TokenTTL: time.Hour, Alg: jose.ES256, Pepper: testKey}
-	if tune != nil {
-		tune(&settings)
+	if o.tune != nil {
+		o.tune(&settings)
 	}
+	policy := o.policy
 	if policy == nil {
 		p, err := opa.NewDelegation(ctx, nil)
 		if err != nil {
@@ -132,7 +142,7 @@ func newEnvFull(t testing.TB, wrap func(domain.Store) domain.Store, tune func(*d
 		policy = p
 	}
 	svc, err := domain.NewService(ctx, settings, domain.Deps{Store: store, Keys: keys, Counters: ctr, Orgs: orgs, Publisher: pub,
-		Registry: prometheus.NewRegistry(), Notify: relay.Notify, Policy: policy})
+		Registry: prometheus.NewRegistry(), Notify: relay.Notify, Policy: policy, Replay: o.replay, Federation: o.federation})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,31 +8,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/jose"
-	"github.com/agentidp/agentidp/libs/natsbus"
-	"github.com/agentidp/agentidp/libs/natsbus/natstest"
-	lib "github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/testkit"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
-	"github.com/agentidp/agentidp/services/token/internal/httpapi"
-	"github.com/agentidp/agentidp/services/token/internal/sqlstore"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 const testIssuer = "http://idp.test"
@@ -45,62 +35,22 @@ type keyEnvOptions struct {
 }
 
 // newKeyEnv is newEnvFull with the client-auth dependencies: a replay
-// cache (cache.NewMemory unless given) and an optional federation client.
+// cache (cache.NewMemory unless given), an optional federation client, and
+// http jwksUris accepted.
 func newKeyEnv(t testing.TB, o keyEnvOptions) *env {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	db, err := lib.Open(ctx, lib.Config{Driver: lib.SQLite, URL: filepath.Join(t.TempDir(), "t.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, os.DirFS("../..")); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.EnsureOutbox(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	store := sqlstore.New(db)
-	keys, err := domain.NewSealedKeyStore(store, testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	relay := lib.NewRelay(db, func(ctx context.Context, msgs []lib.OutboxMessage) error {
-		raw := make([]natsbus.RawMessage, len(msgs))
-		for i, m := range msgs {
-			raw[i] = natsbus.RawMessage{ID: m.ID, Subject: m.Subject, Data: m.Data}
-		}
-		return natsbus.PublishRaw(ctx, js, raw)
-	}, lib.RelayOptions{Logger: slog.New(slog.DiscardHandler)})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = relay.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	pub := natsbus.NewAsyncPublisher(js, natsbus.AsyncOptions{})
-	t.Cleanup(pub.Close)
-	ctr := &memCounters{m: map[string]int64{}, v: map[string]string{}}
-	settings := domain.Settings{Issuer: testIssuer, Audience: "agentidp", TokenTTL: time.Hour, Alg: jose.ES256, Pepper: testKey,
-		JWKSAllowInsecure: true}
-	if o.tune != nil {
-		o.tune(&settings)
-	}
 	replay := o.replay
 	if replay == nil {
 		m := cache.NewMemory(cache.MemoryOptions{})
 		t.Cleanup(func() { m.Close() })
 		replay = m
 	}
-	svc, err := domain.NewService(ctx, settings, domain.Deps{Store: store, Keys: keys, Counters: ctr,
-		Orgs: domain.NewOrgModel(slog.New(slog.DiscardHandler)), Publisher: pub, Registry: prometheus.NewRegistry(),
-		Notify: relay.Notify, Replay: replay, Federation: o.federation})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = svc.LoadRevocations(ctx)
-	codec, _ := authn.NewCodec(testKey)
-	return &env{h: httpapi.New(svc, slog.New(slog.DiscardHandler), nil, codec), codec: codec, svc: svc, js: js, counters: ctr, keys: keys}
+	return newEnvFull(t, envOptions{replay: replay, federation: o.federation, tune: func(s *domain.Settings) {
+		s.Issuer, s.JWKSAllowInsecure = testIssuer, true
+		if o.tune != nil {
+			o.tune(s)
+		}
+	}})
 }
 
 func genKey(t testing.TB, alg jose.Alg) (*jose.PrivateKey, string) {

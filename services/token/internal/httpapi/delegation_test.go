@@ -457,7 +457,7 @@ func (denyAll) Decide(context.Context, domain.DelegationInput) (domain.PolicyDec
 
 func TestTokenExchangeDepthAndPolicy(t *testing.T) {
 	t.Parallel()
-	e := newEnvFull(t, nil, func(s *domain.Settings) { s.MaxDelegationDepth = 2 }, nil)
+	e := newEnvFull(t, envOptions{tune: func(s *domain.Settings) { s.MaxDelegationDepth = 2 }})
 	a, b, c, d := e.party(t, "org-1", "a@x.io"), e.party(t, "org-1", "b@x.io"), e.party(t, "org-1", "c@x.io"), e.party(t, "org-1", "d@x.io")
 	tok := a.token
 	for i, next := range []party{b, c} {
@@ -472,7 +472,7 @@ func TestTokenExchangeDepthAndPolicy(t *testing.T) {
 		t.Errorf("Got(third hop with max depth 2) = %d %s; want 400 invalid_request (depth)", rec.Code, rec.Body)
 	}
 
-	frozen := newEnvFull(t, nil, nil, denyAll{})
+	frozen := newEnvFull(t, envOptions{policy: denyAll{}})
 	x, y := frozen.party(t, "org-1", "x@x.io"), frozen.party(t, "org-1", "y@x.io")
 	js := frozen.js
 	cons, err := js.OrderedConsumer(context.Background(), events.StreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.AuthFailed.Subject()}})
