@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/authn/authntest"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
@@ -83,16 +84,7 @@ type series struct {
 
 func (h *harness) get(t *testing.T, svc *analytics.Service, id *authn.Identity, query string) (int, series, string) {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, "/api/v1/analytics/tokens"+query, nil)
-	if id != nil {
-		cp := *id
-		cp.ExpiresAt = time.Now().Add(time.Hour).Unix()
-		v, err := h.codec.Sign(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set(authn.Header, v)
-	}
+	req := authntest.Request(t, h.codec, id, http.MethodGet, "/api/v1/analytics/tokens"+query, "")
 	rec := httptest.NewRecorder()
 	svc.Handler().ServeHTTP(rec, req)
 	raw, _ := io.ReadAll(rec.Body)

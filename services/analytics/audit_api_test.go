@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/authn/authntest"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/services/analytics"
 	"github.com/google/uuid"
@@ -19,16 +20,7 @@ import (
 // id (none when nil), and returns the status, headers and body.
 func (h *harness) call(t *testing.T, svc *analytics.Service, id *authn.Identity, path string) (int, http.Header, string) {
 	t.Helper()
-	req := httptest.NewRequest(http.MethodGet, path, nil)
-	if id != nil {
-		cp := *id
-		cp.ExpiresAt = time.Now().Add(time.Hour).Unix()
-		v, err := h.codec.Sign(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set(authn.Header, v)
-	}
+	req := authntest.Request(t, h.codec, id, http.MethodGet, path, "")
 	rec := httptest.NewRecorder()
 	svc.Handler().ServeHTTP(rec, req)
 	raw, _ := io.ReadAll(rec.Body)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/authn/authntest"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
@@ -88,19 +89,7 @@ type response struct {
 
 func (h *harness) do(t *testing.T, id *authn.Identity, method, path, body string) response {
 	t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if id != nil {
-		cp := *id
-		cp.ExpiresAt = time.Now().Add(time.Hour).Unix()
-		v, err := h.codec.Sign(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set(authn.Header, v)
-	}
+	req := authntest.Request(t, h.codec, id, method, path, body)
 	rec := httptest.NewRecorder()
 	h.handler.ServeHTTP(rec, req)
 	raw, _ := io.ReadAll(rec.Body)

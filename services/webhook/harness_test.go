@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/authn/authntest"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
@@ -107,19 +108,7 @@ func (e *env) rw() *authn.Identity { return identity(e.orgID, "webhooks:read", "
 
 func do(t *testing.T, h http.Handler, codec *authn.Codec, id *authn.Identity, method, path, body string) response {
 	t.Helper()
-	req := httptest.NewRequest(method, path, strings.NewReader(body))
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if id != nil {
-		cp := *id
-		cp.ExpiresAt = time.Now().Add(time.Hour).Unix()
-		v, err := codec.Sign(cp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set(authn.Header, v)
-	}
+	req := authntest.Request(t, codec, id, method, path, body)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	raw, _ := io.ReadAll(rec.Body)
