@@ -55,19 +55,8 @@ func TestBillingJourney(t *testing.T) {
 		"AGENTIDP_INTERNAL_KEY=" + hexKey(testKey),
 		"LOG_LEVEL=info",
 	}
-	tokenSecrets := []string{
-		"TOKEN_SECRET_PEPPER=" + hexKey("pepper-pepper-pepper"),
-		"TOKEN_KEY_ENCRYPTION_KEY=" + hexKey("kek-kek-kek-kek"),
-		"TOKEN_ISSUER=" + issuer,
-	}
-	boot := start(t, "bootstrap", bin+"/agentidp", append([]string{
-		"DATABASE_URL=" + pgURL,
-		"TOKEN_DATABASE_SCHEMA=" + prefix + "token",
-		"TIER_DATABASE_SCHEMA=" + prefix + "tier",
-	}, tokenSecrets...), "bootstrap")
-	adminID := waitOutput(t, boot, clientIDRe)[1]
-	adminSecret := waitOutput(t, boot, clientSecretRe)[1]
-	<-boot.done
+	tokenSecrets := tokenServiceEnv(issuer)
+	adminID, adminSecret := bootstrapAdmin(t, bin, pgURL, prefix, issuer)
 
 	names := []string{"token", "tier", "analytics", "billing", "gateway"}
 	httpAddr, internalAddr := map[string]string{}, map[string]string{}

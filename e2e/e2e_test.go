@@ -33,6 +33,35 @@ func hexKey(seed string) string {
 	return b.String()
 }
 
+// tokenServiceEnv is what the token service and the bootstrap command
+// share: the secret pepper, the key-encryption key and the issuer.
+func tokenServiceEnv(issuer string) []string {
+	return []string{
+		"TOKEN_SECRET_PEPPER=" + hexKey("pepper-pepper-pepper"),
+		"TOKEN_KEY_ENCRYPTION_KEY=" + hexKey("kek-kek-kek-kek"),
+		"TOKEN_ISSUER=" + issuer,
+	}
+}
+
+// bootstrap runs `agentidp bootstrap` straight into the token and tier
+// schemas of prefix (before the services start) and returns the process,
+// finished; its output holds the admin's client id and secret.
+func bootstrap(t *testing.T, name, bin, pgURL, prefix, issuer string) *proc {
+	t.Helper()
+	p := start(t, name, bin+"/agentidp", append([]string{
+		"DATABASE_URL=" + pgURL, "TOKEN_DATABASE_SCHEMA=" + prefix + "token", "TIER_DATABASE_SCHEMA=" + prefix + "tier",
+	}, tokenServiceEnv(issuer)...), "bootstrap")
+	<-p.done
+	return p
+}
+
+// bootstrapAdmin bootstraps and returns the admin's client id and secret.
+func bootstrapAdmin(t *testing.T, bin, pgURL, prefix, issuer string) (id, secret string) {
+	t.Helper()
+	p := bootstrap(t, "bootstrap", bin, pgURL, prefix, issuer)
+	return waitOutput(t, p, clientIDRe)[1], waitOutput(t, p, clientSecretRe)[1]
+}
+
 // TestProductionWiring runs gateway, token, tier and analytics as separate
 // processes over PostgreSQL (one schema each), Redis and a NATS server
 // reached over TCP, bootstraps with the CLI, and walks the journey.
@@ -52,27 +81,10 @@ func TestProductionWiring(t *testing.T) {
 		"AGENTIDP_INTERNAL_KEY=" + hexKey(testKey),
 		"LOG_LEVEL=info",
 	}
-	tokenSecrets := []string{
-		"TOKEN_SECRET_PEPPER=" + hexKey("pepper-pepper-pepper"),
-		"TOKEN_KEY_ENCRYPTION_KEY=" + hexKey("kek-kek-kek-kek"),
-		"TOKEN_ISSUER=" + issuer,
-	}
+	tokenSecrets := tokenServiceEnv(issuer)
 
-	// Bootstrap before the services start, straight into their schemas.
-	boot := start(t, "bootstrap", bin+"/agentidp", append([]string{
-		"DATABASE_URL=" + pgURL,
-		"TOKEN_DATABASE_SCHEMA=" + prefix + "token",
-		"TIER_DATABASE_SCHEMA=" + prefix + "tier",
-	}, tokenSecrets...), "bootstrap")
-	adminID := waitOutput(t, boot, clientIDRe)[1]
-	adminSecret := waitOutput(t, boot, clientSecretRe)[1]
-	<-boot.done
-	again := start(t, "bootstrap-again", bin+"/agentidp", append([]string{
-		"DATABASE_URL=" + pgURL,
-		"TOKEN_DATABASE_SCHEMA=" + prefix + "token",
-		"TIER_DATABASE_SCHEMA=" + prefix + "tier",
-	}, tokenSecrets...), "bootstrap")
-	<-again.done
+	adminID, adminSecret := bootstrapAdmin(t, bin, pgURL, prefix, issuer)
+	again := bootstrap(t, "bootstrap-again", bin, pgURL, prefix, issuer)
 	if out := again.output(); strings.Contains(out, "client_secret:") || again.cmd.ProcessState.ExitCode() != 0 {
 		t.Fatalf("second bootstrap printed a secret or failed:\n%s", out)
 	}

@@ -201,18 +201,9 @@ func startEventStack(t *testing.T, extra map[string][]string) *eventStack {
 	common := []string{"NATS_URL=" + nats.URL(), "AGENTIDP_INTERNAL_KEY=" + hexKey(testKey), "LOG_LEVEL=warn"}
 	gatewayAddr := freeAddr(t)
 	issuer := "http://" + gatewayAddr
-	tokenEnv := []string{
-		"TOKEN_SECRET_PEPPER=" + hexKey("pepper-pepper-pepper"),
-		"TOKEN_KEY_ENCRYPTION_KEY=" + hexKey("kek-kek-kek-kek"),
-		"TOKEN_ISSUER=" + issuer,
-	}
-	boot := start(t, "bootstrap", bin+"/agentidp", append([]string{
-		"DATABASE_URL=" + pgURL, "TOKEN_DATABASE_SCHEMA=" + prefix + "token", "TIER_DATABASE_SCHEMA=" + prefix + "tier",
-	}, tokenEnv...), "bootstrap")
+	tokenEnv := tokenServiceEnv(issuer)
 	s := &eventStack{t: t, nats: nats, svcs: map[string]*service{}, gateway: issuer}
-	s.adminID = waitOutput(t, boot, clientIDRe)[1]
-	s.adminSecret = waitOutput(t, boot, clientSecretRe)[1]
-	<-boot.done
+	s.adminID, s.adminSecret = bootstrapAdmin(t, bin, pgURL, prefix, issuer)
 
 	for _, name := range []string{"token", "tier", "analytics", "webhook"} {
 		s.svcs[name] = &service{name: name, bin: bin + "/" + name, http: freeAddr(t), internal: freeAddr(t)}

@@ -29,17 +29,8 @@ func TestRevocationPropagation(t *testing.T) {
 	t.Cleanup(func() { dropSchemas(t, pgURL, prefix) })
 	issuer := "http://issuer.agentidp.test"
 	common := []string{"NATS_URL=" + nats.URL(), "AGENTIDP_INTERNAL_KEY=" + hexKey(testKey), "LOG_LEVEL=warn"}
-	tokenEnv := []string{
-		"TOKEN_SECRET_PEPPER=" + hexKey("pepper-pepper-pepper"),
-		"TOKEN_KEY_ENCRYPTION_KEY=" + hexKey("kek-kek-kek-kek"),
-		"TOKEN_ISSUER=" + issuer,
-	}
-	boot := start(t, "bootstrap", bin+"/agentidp", append([]string{
-		"DATABASE_URL=" + pgURL, "TOKEN_DATABASE_SCHEMA=" + prefix + "token", "TIER_DATABASE_SCHEMA=" + prefix + "tier",
-	}, tokenEnv...), "bootstrap")
-	adminID := waitOutput(t, boot, clientIDRe)[1]
-	adminSecret := waitOutput(t, boot, clientSecretRe)[1]
-	<-boot.done
+	tokenEnv := tokenServiceEnv(issuer)
+	adminID, adminSecret := bootstrapAdmin(t, bin, pgURL, prefix, issuer)
 
 	var tokenAddrs []string
 	for i := range 2 {
