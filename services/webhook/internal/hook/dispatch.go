@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
@@ -281,14 +282,19 @@ func (e *transportError) Error() string {
 
 func (e *transportError) Unwrap() error { return e.cause }
 
-// logCause is what the log records of a send error: the full cause of a
-// transport error, the error itself otherwise.
+// logCause is what the log records of a send error: the cause of a
+// transport error without the request URL (an endpoint URL may carry a
+// token in its query), the error itself otherwise.
 func logCause(err error) error {
 	var te *transportError
-	if errors.As(err, &te) {
-		return te.cause
+	if !errors.As(err, &te) {
+		return err
 	}
-	return err
+	var ue *url.Error
+	if errors.As(te.cause, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return te.cause
 }
 
 // Metrics are the delivery metrics.
