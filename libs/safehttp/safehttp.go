@@ -4,17 +4,19 @@
 // addresses at dial time — after DNS resolution, for every connection, so a
 // DNS answer that changes between check and connect cannot slip through —
 // follows no redirects, bounds time, and reads at most a small body.
+//
+// CheckURL applies the same address rules when a URL is registered, so a
+// URL the dialer would refuse is refused up front with a clear message, and
+// Describe turns a failed request into words a tenant may see.
 package safehttp
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -26,37 +28,49 @@ var ErrBlockedAddress = errors.New("destination address is not allowed")
 // ErrTooLarge is returned by ReadBody when the body exceeds the limit.
 var ErrTooLarge = errors.New("response body too large")
 
-// blocked lists the ranges no customer-controlled request may reach.
-var blocked = mustPrefixes(
-	"0.0.0.0/8",         // "this" network
-	"10.0.0.0/8",        // private
-	"100.64.0.0/10",     // CGNAT
-	"127.0.0.0/8",       // loopback
-	"169.254.0.0/16",    // link-local, incl. 169.254.169.254 metadata
-	"172.16.0.0/12",     // private
-	"192.0.0.0/24",      // IETF protocol assignments
-	"192.0.2.0/24",      // TEST-NET-1
-	"192.168.0.0/16",    // private
-	"198.18.0.0/15",     // benchmarking
-	"198.51.100.0/24",   // TEST-NET-2
-	"203.0.113.0/24",    // TEST-NET-3
-	"224.0.0.0/4",       // multicast
-	"240.0.0.0/4",       // reserved, broadcast
-	"::/128",            // unspecified
-	"::1/128",           // loopback
-	"::ffff:0:0/96",     // IPv4-mapped (checked again as IPv4 below)
-	"64:ff9b::/96",      // NAT64 to IPv4
-	"100::/64",          // discard
-	"fc00::/7",          // unique local
-	"fe80::/10",         // link-local
-	"ff00::/8",          // multicast
-	"fd00:ec2::254/128", // AWS IMDS over IPv6
+// blocked lists the ranges no customer-controlled request may reach, each
+// with the name a refusal gives. The dialer and CheckURL share it; the
+// first matching entry names the refusal, so narrower ranges come first.
+var blocked = mustRanges(
+	"0.0.0.0/8", "unspecified (\"this network\")",
+	"10.0.0.0/8", "private",
+	"100.64.0.0/10", "shared (CGNAT)",
+	"127.0.0.0/8", "loopback",
+	"169.254.169.254/32", "cloud metadata",
+	"169.254.0.0/16", "link-local",
+	"172.16.0.0/12", "private",
+	"192.0.0.0/24", "IETF protocol assignment",
+	"192.0.2.0/24", "documentation (TEST-NET-1)",
+	"192.168.0.0/16", "private",
+	"198.18.0.0/15", "benchmarking",
+	"198.51.100.0/24", "documentation (TEST-NET-2)",
+	"203.0.113.0/24", "documentation (TEST-NET-3)",
+	"224.0.0.0/4", "multicast",
+	"240.0.0.0/4", "reserved or broadcast",
+	"::/128", "unspecified",
+	"::1/128", "loopback",
+	"::/96", "IPv4-compatible", // deprecated; ::127.0.0.1 must not count as public
+	"::ffff:0:0/96", "IPv4-mapped", // Allowed judges the embedded IPv4 first
+	"64:ff9b::/96", "NAT64",
+	"64:ff9b:1::/48", "local-use NAT64",
+	"100::/64", "discard",
+	"2001:db8::/32", "documentation",
+	"fd00:ec2::254/128", "cloud metadata", // AWS IMDS over IPv6
+	"fc00::/7", "unique local (private)",
+	"fe80::/10", "link-local",
+	"ff00::/8", "multicast",
 )
 
-func mustPrefixes(cidrs ...string) []netip.Prefix {
-	out := make([]netip.Prefix, len(cidrs))
-	for i, c := range cidrs {
-		out[i] = netip.MustParsePrefix(c)
+type blockedRange struct {
+	prefix netip.Prefix
+	what   string // "loopback", "private"...: what a refusal calls the address
+}
+
+// mustRanges takes CIDR, name pairs.
+func mustRanges(pairs ...string) []blockedRange {
+	out := make([]blockedRange, 0, len(pairs)/2)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, blockedRange{netip.MustParsePrefix(pairs[i]), pairs[i+1]})
 	}
 	return out
 }
@@ -82,21 +96,32 @@ func NewPolicy(allow []netip.Prefix) *Policy { return &Policy{allow: allow} }
 
 // Allowed reports whether ip may be reached.
 func (p *Policy) Allowed(ip netip.Addr) bool {
+	return p.refusal(ip) == ""
+}
+
+// refusal returns what kind of refused address ip is ("loopback",
+// "private"...), or "" when it may be reached. An allow-list entry wins over
+// the blocked ranges; an IPv4-mapped address is judged as the IPv4 address
+// it carries, because that is where a dual-stack socket connects.
+func (p *Policy) refusal(ip netip.Addr) string {
+	if !ip.IsValid() {
+		return "invalid"
+	}
 	ip = ip.WithZone("")
 	for _, a := range p.allow {
 		if a.Contains(ip) || (ip.Is4In6() && a.Contains(ip.Unmap())) {
-			return true
+			return ""
 		}
 	}
 	if ip.Is4In6() {
-		return p.Allowed(ip.Unmap())
+		return p.refusal(ip.Unmap())
 	}
 	for _, b := range blocked {
-		if b.Contains(ip) {
-			return false
+		if b.prefix.Contains(ip) {
+			return b.what
 		}
 	}
-	return ip.IsValid()
+	return ""
 }
 
 // control runs on every connection attempt with the resolved address.
@@ -140,57 +165,6 @@ func NewClient(o Options) *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
-}
-
-// ValidateURL checks a customer-supplied URL at registration time: http or
-// https, a host, no credentials, and — when the host is an IP literal or
-// resolves now — no refused address. Dial-time checks still apply later.
-func ValidateURL(ctx context.Context, raw string, allow []netip.Prefix, requireHTTPS bool) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.Opaque != "" {
-		return nil, errors.New("must be an absolute http(s) URL")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if requireHTTPS {
-			return nil, errors.New("must use https")
-		}
-	default:
-		return nil, errors.New("must use http or https")
-	}
-	if u.User != nil {
-		return nil, errors.New("must not contain credentials")
-	}
-	if len(raw) > 2048 {
-		return nil, errors.New("must be at most 2048 characters")
-	}
-	p := NewPolicy(allow)
-	host := u.Hostname()
-	if ip, err := netip.ParseAddr(host); err == nil {
-		if !p.Allowed(ip) {
-			return nil, fmt.Errorf("%w: %s", ErrBlockedAddress, host)
-		}
-		return u, nil
-	}
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		if !p.Allowed(netip.MustParseAddr("127.0.0.1")) {
-			return nil, fmt.Errorf("%w: %s", ErrBlockedAddress, host)
-		}
-	}
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
-	if err != nil {
-		// Unresolvable now is not proof of danger; dial-time checks decide.
-		return u, nil
-	}
-	for _, a := range addrs {
-		if !p.Allowed(a) {
-			return nil, fmt.Errorf("%w: %s resolves to %s", ErrBlockedAddress, host, a)
-		}
-	}
-	return u, nil
 }
 
 // ReadBody reads at most limit bytes of r; more is ErrTooLarge.

@@ -1,7 +1,6 @@
 package safehttp
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -86,33 +85,6 @@ func TestClientDoesNotFollowRedirects(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusFound {
 		t.Errorf("status = %d; want the 302 itself", resp.StatusCode)
-	}
-}
-
-func TestValidateURL(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		url     string
-		wantErr bool
-	}{
-		{"https://example.com/hook", false},
-		{"http://93.184.216.34/hook", false},
-		{"ftp://example.com", true},
-		{"https://user:pw@example.com", true},
-		{"http://127.0.0.1:8080/", true},
-		{"http://169.254.169.254/latest/meta-data", true},
-		{"http://[::1]/", true},
-		{"http://localhost/", true},
-		{"/relative", true},
-	}
-	for _, tt := range tests {
-		_, err := ValidateURL(context.Background(), tt.url, nil, false)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("ValidateURL(%q) error = %v; want error %v", tt.url, err, tt.wantErr)
-		}
-	}
-	if _, err := ValidateURL(context.Background(), "http://example.com", nil, true); err == nil {
-		t.Error("ValidateURL(http, requireHTTPS) succeeded; want an error")
 	}
 }
 

@@ -65,7 +65,9 @@ type Config struct {
 	// WebhookSecret (BILLING_STRIPE_WEBHOOK_SECRET) verifies webhooks.
 	WebhookSecret string
 	// WebhookTolerance (BILLING_WEBHOOK_TOLERANCE, default 300s) is the
-	// accepted age of a webhook's signed timestamp.
+	// accepted age of a webhook's signed timestamp; one dated ahead of our
+	// clock by more than a small clock-skew allowance (60 s, never more than
+	// the tolerance) is refused as well.
 	WebhookTolerance time.Duration
 	// PricePro and PriceEnterprise are Stripe price ids
 	// (BILLING_PRICE_PRO, BILLING_PRICE_ENTERPRISE).

@@ -56,7 +56,8 @@ type Config struct {
 	// AllowInsecure accepts http issuers and JWKS URIs
 	// (FEDERATION_ALLOW_INSECURE; development only).
 	AllowInsecure bool
-	// AllowPrivate lists private ranges partner JWKS URIs may reach
+	// AllowPrivate lists private ranges partner issuers and JWKS URIs may
+	// name (checked at registration) and reach (checked at dial time)
 	// (FEDERATION_ALLOW_PRIVATE, comma-separated CIDRs; default none).
 	AllowPrivate []netip.Prefix
 	// JWKSRefresh is the age after which a partner set is refetched
@@ -103,7 +104,7 @@ func ConfigFromEnv(env *config.Env) Config {
 var Env = map[string]string{
 	"FEDERATION_AUDIENCE":          "audience partner tokens must carry unless a partner sets its own (default http://localhost:8080; set it to AgentIdP's issuer)",
 	"FEDERATION_ALLOW_INSECURE":    "accept http issuers and JWKS URIs (development only; default false)",
-	"FEDERATION_ALLOW_PRIVATE":     "comma-separated CIDRs of private addresses partner JWKS URIs may reach (default none)",
+	"FEDERATION_ALLOW_PRIVATE":     "comma-separated CIDRs of private addresses partner issuers and JWKS URIs may name and reach (default none)",
 	"FEDERATION_JWKS_REFRESH":      "age after which a partner JWKS is refetched (default 10m)",
 	"FEDERATION_JWKS_MIN_INTERVAL": "least time between two fetches of one partner's JWKS, also on unknown kids (default 30s)",
 }

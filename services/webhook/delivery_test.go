@@ -133,7 +133,7 @@ func TestFailureModes(t *testing.T) {
 			case <-r.Context().Done():
 			case <-time.After(5 * time.Second):
 			}
-		}, "failed", nil, "timeout"},
+		}, "failed", nil, "timed out"},
 		{"redirect is not followed", func(w http.ResponseWriter, r *http.Request, _ int) {
 			http.Redirect(w, r, other.URL+"/elsewhere", http.StatusFound)
 		}, "failed", float64(302), "redirect"},

@@ -10,12 +10,24 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/agentidp/agentidp/services/billing/internal/subscription"
 	"github.com/stripe/stripe-go/v82"
 	"github.com/stripe/stripe-go/v82/webhook"
 )
+
+// MaxWebhookClockSkew is how far in the future a Stripe webhook's signed
+// timestamp may be. Stripe signs when it sends, so a genuine timestamp is
+// never ahead of our clock by more than the two clocks disagree; the past
+// side is bounded by Options.Tolerance. The future bound is the smaller of
+// the two.
+const MaxWebhookClockSkew = 60 * time.Second
+
+// ErrFutureTimestamp is returned (wrapped with subscription.ErrBadSignature)
+// for a signature whose timestamp is too far in the future.
+var ErrFutureTimestamp = errors.New("timestamp is in the future beyond the allowed clock skew")
 
 // Options configure the client.
 type Options struct {
@@ -25,6 +37,7 @@ type Options struct {
 	Tolerance     time.Duration // webhook timestamp tolerance
 	MeterEvent    string        // meter event name for usage
 	HTTPClient    *http.Client
+	Now           func() time.Time // default time.Now; only the future bound uses it (stripe-go reads the clock for the past one)
 }
 
 // Client implements subscription.Provider.
@@ -50,6 +63,9 @@ func New(o Options) *Client {
 		Connect:     stripe.GetBackendWithConfig(stripe.ConnectBackend, cfg),
 		Uploads:     stripe.GetBackendWithConfig(stripe.UploadsBackend, cfg),
 		MeterEvents: stripe.GetBackendWithConfig(stripe.MeterEventsBackend, cfg),
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	return &Client{sc: stripe.NewClient(o.SecretKey, stripe.WithBackends(backends)), opts: o}
 }
@@ -150,6 +166,25 @@ func idOf(raw json.RawMessage) string {
 	return o.ID
 }
 
+// signedTimestamp reads the t= of a Stripe-Signature header the way
+// stripe-go does (the last t= is the one the signature was checked with).
+func signedTimestamp(header string) (time.Time, bool) {
+	var ts time.Time
+	found := false
+	for _, pair := range strings.Split(header, ",") {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok || k != "t" {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return time.Time{}, false
+		}
+		ts, found = time.Unix(n, 0), true
+	}
+	return ts, found
+}
+
 // ParseWebhook implements subscription.Provider.
 func (c *Client) ParseWebhook(payload []byte, signature string) (subscription.WebhookEvent, error) {
 	ev, err := webhook.ConstructEventWithOptions(payload, signature, c.opts.WebhookSecret, webhook.ConstructEventOptions{
@@ -162,6 +197,15 @@ func (c *Client) ParseWebhook(payload []byte, signature string) (subscription.We
 			}
 		}
 		return subscription.WebhookEvent{}, fmt.Errorf("decode stripe event: %w", err)
+	}
+	// stripe-go bounds only the age of the timestamp; a signature dated
+	// ahead would stay valid for as long as it is ahead plus the tolerance.
+	tolerance := c.opts.Tolerance
+	if tolerance <= 0 {
+		tolerance = webhook.DefaultTolerance // what stripe-go applied
+	}
+	if ts, ok := signedTimestamp(signature); !ok || ts.Sub(c.opts.Now()) > min(tolerance, MaxWebhookClockSkew) {
+		return subscription.WebhookEvent{}, fmt.Errorf("%w: %w", subscription.ErrBadSignature, ErrFutureTimestamp)
 	}
 	out := subscription.WebhookEvent{ID: ev.ID, Type: string(ev.Type), Created: ev.Created}
 	if ev.Data == nil || len(ev.Data.Raw) == 0 {

@@ -120,7 +120,11 @@ func (s *Service) checkName(f fieldErrors, name string) string {
 	return name
 }
 
-func (s *Service) checkIssuer(f fieldErrors, issuer string) {
+// checkIssuer holds the issuer to the outbound URL rules as well as the
+// JWKS URI: it is only compared with tokens' iss today, but it is the URL
+// an OpenID discovery fetch would start from, so it must not name an
+// address the dialer refuses.
+func (s *Service) checkIssuer(ctx context.Context, f fieldErrors, issuer string) {
 	u, err := url.Parse(issuer)
 	switch {
 	case err != nil || u.Host == "" || u.Opaque != "" || len(issuer) > maxURL:
@@ -129,13 +133,41 @@ func (s *Service) checkIssuer(f fieldErrors, issuer string) {
 		f["issuer"] = "must use https"
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		f["issuer"] = "must not contain credentials, a query or a fragment"
+	default:
+		if err := s.checkURL(ctx, issuer); err != nil {
+			f["issuer"] = err.Error()
+		}
 	}
 }
 
 func (s *Service) checkJWKSURI(ctx context.Context, f fieldErrors, uri string) {
-	if _, err := safehttp.ValidateURL(ctx, uri, s.o.Allow, !s.o.AllowInsecure); err != nil {
+	if err := s.checkURL(ctx, uri); err != nil {
 		f["jwksUri"] = err.Error()
 	}
+}
+
+// checkURL applies the JWKS client's dialer rules and allow-list at
+// registration (safehttp.CheckURL), so a URL in disguise is refused before
+// anything is fetched or stored.
+func (s *Service) checkURL(ctx context.Context, raw string) error {
+	return safehttp.CheckURL(ctx, raw, safehttp.CheckOptions{Allow: s.o.Allow, RequireHTTPS: !s.o.AllowInsecure})
+}
+
+// loadKeys fetches a partner's JWK set at registration. The caller sees why
+// it failed in words that name no address (a transport error carries our
+// resolver's address and the partner host's resolved addresses); the full
+// error goes to the log.
+func (s *Service) loadKeys(ctx context.Context, partnerID, uri string) error {
+	err := s.keys.Load(ctx, partnerID, uri)
+	if err == nil {
+		return nil
+	}
+	s.o.Logger.Warn("fetch partner JWKS", "partner", partnerID, "err", err)
+	msg := err.Error()
+	if phrase, ok := safehttp.Describe(err); ok {
+		msg = phrase
+	}
+	return httpx.Validation("jwksUri: could not fetch a usable JWK set: "+msg, nil)
 }
 
 func checkOrgs(f fieldErrors, orgs []string) []string {
@@ -219,7 +251,7 @@ func (s *Service) Register(ctx context.Context, caller authn.Identity, in Regist
 	now := s.o.Now().UTC().Truncate(time.Microsecond)
 	p := Partner{ID: uuid.NewString(), Name: s.checkName(f, in.Name), Issuer: in.Issuer, JWKSURI: in.JWKSURI,
 		Audience: s.o.Audience, Status: StatusActive, CreatedAt: now, UpdatedAt: now}
-	s.checkIssuer(f, in.Issuer)
+	s.checkIssuer(ctx, f, in.Issuer)
 	s.checkJWKSURI(ctx, f, in.JWKSURI)
 	p.AllowedOrganizations = checkOrgs(f, in.AllowedOrganizations)
 	if in.ExpiresAt != nil {
@@ -236,8 +268,8 @@ func (s *Service) Register(ctx context.Context, caller authn.Identity, in Regist
 	if _, err := s.store.GetByIssuer(ctx, p.Issuer); err == nil {
 		return Partner{}, httpx.Conflict(CodePartnerExists, "a partner with this issuer is already registered")
 	}
-	if err := s.keys.Load(ctx, p.ID, p.JWKSURI); err != nil {
-		return Partner{}, httpx.Validation("jwksUri: could not fetch a usable JWK set: "+err.Error(), nil)
+	if err := s.loadKeys(ctx, p.ID, p.JWKSURI); err != nil {
+		return Partner{}, err
 	}
 	ev, err := partnerEvent(events.FederationPartnerAdded, p, now)
 	if err != nil {
@@ -354,8 +386,8 @@ func (s *Service) Update(ctx context.Context, caller authn.Identity, id string, 
 	}
 	uriChanged := in.JWKSURI != nil && *in.JWKSURI != cur.JWKSURI
 	if uriChanged {
-		if err := s.keys.Load(ctx, id, *in.JWKSURI); err != nil {
-			return Partner{}, httpx.Validation("jwksUri: could not fetch a usable JWK set: "+err.Error(), nil)
+		if err := s.loadKeys(ctx, id, *in.JWKSURI); err != nil {
+			return Partner{}, err
 		}
 	}
 	now := s.o.Now().UTC().Truncate(time.Microsecond)

@@ -8,12 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
+	"net/url"
 	"sync"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/safehttp"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -213,7 +214,7 @@ func (d *Dispatcher) attempt(ctx context.Context, c Claimed) {
 	d.o.Metrics.Deliveries.WithLabelValues(out.Status).Inc()
 	if out.Status != StatusDelivered {
 		d.o.NotifyOutbox()
-		log.Info("webhook delivery failed", "status", out.Status, "attempts", attempts, "err", out.Error)
+		log.Info("webhook delivery failed", "status", out.Status, "attempts", attempts, "err", out.Error, "cause", logCause(sendErr))
 	}
 }
 
@@ -247,7 +248,7 @@ func (d *Dispatcher) send(ctx context.Context, c Claimed, secrets map[string]str
 	req.Header.Set(HeaderSignature, sig)
 	resp, err := d.o.Client.Do(req)
 	if err != nil {
-		return nil, 0, errors.New(describeSendError(err))
+		return nil, 0, &transportError{cause: err}
 	}
 	// Read a bounded amount so the connection can be reused for small
 	// answers; a larger body is abandoned (the connection is closed).
@@ -266,19 +267,34 @@ func (d *Dispatcher) send(ctx context.Context, c Claimed, secrets map[string]str
 	}
 }
 
-// describeSendError keeps transport errors short and free of our internals.
-func describeSendError(err error) string {
-	s := err.Error()
-	switch {
-	case errors.Is(err, context.DeadlineExceeded) || strings.Contains(s, "Client.Timeout") || strings.Contains(s, "timeout"):
-		return "timeout"
-	case strings.Contains(s, "destination address is not allowed"):
-		return "destination address is not allowed"
+// transportError is a failed request. Its text, which tenants see in the
+// delivery list and webhook.delivery.failed, is a phrase from safehttp's
+// fixed vocabulary; the cause (which may name our resolver, the addresses a
+// name resolved to or a local port) goes to our log only.
+type transportError struct{ cause error }
+
+func (e *transportError) Error() string {
+	if phrase, ok := safehttp.Describe(e.cause); ok {
+		return phrase
 	}
-	if len(s) > 300 {
-		s = s[:300]
+	return safehttp.FailureConnection
+}
+
+func (e *transportError) Unwrap() error { return e.cause }
+
+// logCause is what the log records of a send error: the cause of a
+// transport error without the request URL (an endpoint URL may carry a
+// token in its query), the error itself otherwise.
+func logCause(err error) error {
+	var te *transportError
+	if !errors.As(err, &te) {
+		return err
 	}
-	return s
+	var ue *url.Error
+	if errors.As(te.cause, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return te.cause
 }
 
 // Metrics are the delivery metrics.

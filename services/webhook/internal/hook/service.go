@@ -87,12 +87,11 @@ func validateName(f fieldErrors, name string) {
 	}
 }
 
+// validateURL refuses, with a message naming the rule, any URL the delivery
+// dialer would refuse (safehttp.CheckURL applies the dialer's rules and
+// allow-list), so an endpoint in disguise is never stored.
 func (s *Service) validateURL(ctx context.Context, f fieldErrors, raw string) {
-	if _, err := safehttp.ValidateURL(ctx, raw, s.o.AllowPrivate, s.o.RequireHTTPS); err != nil {
-		if errors.Is(err, safehttp.ErrBlockedAddress) {
-			f["url"] = "must not point at a private, loopback or link-local address"
-			return
-		}
+	if err := safehttp.CheckURL(ctx, raw, safehttp.CheckOptions{Allow: s.o.AllowPrivate, RequireHTTPS: s.o.RequireHTTPS}); err != nil {
 		f["url"] = err.Error()
 	}
 }
