@@ -586,3 +586,19 @@ func TestAttackOperatorRevocationOfForeignTokenIsNotANoOp(t *testing.T) {
 		t.Errorf("Got(introspect by the operator after revoke) = %v; want active:false", got)
 	}
 }
+
+// An agent acting on itself follows the same rule: a token asked for with
+// a narrow scope cannot mint a credential (or change the agent) beyond it.
+func TestAttackNarrowTokenCannotMintWiderCredentialForItself(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	self := e.scopedParty(t, "org-1", "self@x.io", []string{"agents:read", "agents:write", "webhooks:write"})
+	narrow := self.identity()
+	narrow.Scopes = []string{"agents:write"}
+	path := "/api/v1/agents/" + self.agent.AgentID
+	wantProblem(t, "narrow token creates its own credential", e.as(t, narrow, "POST", path+"/credentials", "{}"), 403, "FORBIDDEN")
+	wantProblem(t, "narrow token changes its own agent", e.as(t, narrow, "PATCH", path, `{"owner":"me"}`), 403, "FORBIDDEN")
+	if rec := e.as(t, self.identity(), "POST", path+"/credentials", "{}"); rec.Code != 201 {
+		t.Errorf("Got(full token creates its own credential) = %d %s; want 201", rec.Code, rec.Body)
+	}
+}
