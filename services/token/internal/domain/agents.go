@@ -250,7 +250,7 @@ func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in Cre
 
 // GetAgent returns one of the caller's org's agents.
 func (s *Service) GetAgent(ctx context.Context, caller authn.Identity, agentID string) (Agent, error) {
-	return s.authorizeOn(ctx, caller, agentID, OpReadAgent)
+	return s.authorizeOn(ctx, caller, agentID, opReadAgent)
 }
 
 // AgentPage is a list response.
@@ -292,7 +292,7 @@ func (s *Service) ListAgents(ctx context.Context, caller authn.Identity, flt Age
 // the change (and every token delegated from one) is revoked, so no live
 // token keeps a scope the agent no longer has.
 func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentID string, in UpdateAgentInput) (Agent, error) {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpUpdateAgent)
+	target, err := s.authorizeOn(ctx, caller, agentID, opUpdateAgent)
 	if err != nil {
 		return Agent{}, err
 	}
@@ -349,7 +349,7 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 		ch := AgentChange{MaxAgents: -1}
 		// The rule again on the row as locked: a concurrent change may have
 		// widened the target since authorizeOn read it.
-		if err := mayManage(caller, *a, OpUpdateAgent); err != nil {
+		if err := mayManage(caller, *a, opUpdateAgent); err != nil {
 			return ch, err
 		}
 		if a.Status == StatusDecommissioned {
@@ -458,14 +458,14 @@ func (s *Service) mapAgentErr(agentID string, err error, limit int64) error {
 // DecommissionAgent soft-deletes the agent and revokes its credentials.
 // Decommissioning twice succeeds and changes nothing the second time.
 func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, agentID string) error {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpDecommission)
+	target, err := s.authorizeOn(ctx, caller, agentID, opDecommission)
 	if err != nil {
 		return err
 	}
 	org := target.OrganizationID
 	var revs []Revocation
 	_, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
-		if err := mayManage(caller, *a, OpDecommission); err != nil {
+		if err := mayManage(caller, *a, opDecommission); err != nil {
 			return AgentChange{}, err
 		}
 		if a.Status == StatusDecommissioned {

@@ -291,7 +291,7 @@ func clientKeyEvent(t events.Type, orgID string, k ClientKey, at time.Time) (eve
 // jwks_uri) for an agent of the caller's organisation; the agent can then
 // authenticate with private_key_jwt.
 func (s *Service) RegisterClientKey(ctx context.Context, caller authn.Identity, agentID string, in RegisterClientKeyInput) (RegisteredClientKeys, error) {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpRegisterKey)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRegisterKey)
 	if err != nil {
 		return RegisteredClientKeys{}, err
 	}
@@ -347,7 +347,7 @@ func (s *Service) RegisterClientKey(ctx context.Context, caller authn.Identity, 
 
 // ListClientKeys lists an agent's keys (active and revoked).
 func (s *Service) ListClientKeys(ctx context.Context, caller authn.Identity, agentID string) ([]ClientKey, error) {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpReadAgent)
+	target, err := s.authorizeOn(ctx, caller, agentID, opReadAgent)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +367,7 @@ func (s *Service) ListClientKeys(ctx context.Context, caller authn.Identity, age
 // the key stay valid until they expire (revoke the tokens, a credential or
 // suspend the agent to end them).
 func (s *Service) RevokeClientKey(ctx context.Context, caller authn.Identity, agentID, kid string) error {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpRevokeKey)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRevokeKey)
 	if err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func NewCredentialFor(pepper []byte, agentID string, expiresAt *time.Time, now t
 
 // CreateCredential issues a new client secret for an agent of the caller's org.
 func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, agentID string, in CreateCredentialInput) (NewCredential, error) {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpCreateCredential)
+	target, err := s.authorizeOn(ctx, caller, agentID, opCreateCredential)
 	if err != nil {
 		return NewCredential{}, err
 	}
@@ -93,7 +93,7 @@ func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, a
 
 // ListCredentials lists an agent's credentials (never their secrets).
 func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, agentID string) ([]Credential, error) {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpReadAgent)
+	target, err := s.authorizeOn(ctx, caller, agentID, opReadAgent)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +116,7 @@ func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, ag
 // until they expire (no watermark), since the point of a grace period is
 // that clients switch over without failures.
 func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) (NewCredential, error) {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpRotateCredential)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRotateCredential)
 	if err != nil {
 		return NewCredential{}, err
 	}
@@ -132,7 +132,7 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 	var revs []Revocation
 	var fresh *NewCredential
 	c, err := s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) (CredentialChange, error) {
-		if err := mayManage(caller, a, OpRotateCredential); err != nil {
+		if err := mayManage(caller, a, opRotateCredential); err != nil {
 			return CredentialChange{}, err
 		}
 		if a.Status == StatusDecommissioned {
@@ -190,7 +190,7 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 // RevokeCredential revokes a credential and every token issued under it;
 // revoking twice succeeds.
 func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) error {
-	target, err := s.authorizeOn(ctx, caller, agentID, OpRevokeCredential)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRevokeCredential)
 	if err != nil {
 		return err
 	}
@@ -201,7 +201,7 @@ func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, a
 	now := s.now().UTC().Truncate(time.Microsecond)
 	var revs []Revocation
 	_, err = s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) (CredentialChange, error) {
-		if err := mayManage(caller, a, OpRevokeCredential); err != nil {
+		if err := mayManage(caller, a, opRevokeCredential); err != nil {
 			return CredentialChange{}, err
 		}
 		if c.Status == CredentialRevoked {

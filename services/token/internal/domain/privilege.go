@@ -24,16 +24,17 @@ type AgentOp struct {
 	Verb string
 }
 
-// The operations on an agent.
+// The operations on an agent (unexported: nothing outside the domain may
+// redefine what an operation requires).
 var (
-	OpReadAgent        = AgentOp{Scope: ScopeAgentsRead, Verb: "read"}
-	OpUpdateAgent      = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "update"}
-	OpDecommission     = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "decommission"}
-	OpCreateCredential = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "create a credential for"}
-	OpRotateCredential = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "rotate a credential of"}
-	OpRevokeCredential = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "revoke a credential of"}
-	OpRegisterKey      = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "register a key for"}
-	OpRevokeKey        = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "remove a key of"}
+	opReadAgent        = AgentOp{Scope: ScopeAgentsRead, Verb: "read"}
+	opUpdateAgent      = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "update"}
+	opDecommission     = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "decommission"}
+	opCreateCredential = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "create a credential for"}
+	opRotateCredential = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "rotate a credential of"}
+	opRevokeCredential = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "revoke a credential of"}
+	opRegisterKey      = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "register a key for"}
+	opRevokeKey        = AgentOp{Scope: ScopeAgentsWrite, Manage: true, Verb: "remove a key of"}
 )
 
 // authorizeOn is the one gate of every operation on an agent: it checks
