@@ -84,6 +84,13 @@ func (m *revocationMirror) apply(key string, value []byte) {
 		m.logger.Warn("ignore malformed revocation entry", "key", key)
 		return
 	}
+	// An agent watermark (suspension, scope removal, decommissioning) from
+	// another replica may reach us before its agent.* event: drop the
+	// cached client record now, so that this replica does not go on issuing
+	// tokens with the scopes or status the watermark revoked.
+	if kind, agentID, ok := revocation.ParseKey(key); ok && kind == revocation.KindAgent && value != nil {
+		m.svc.Clients().Invalidate(agentID)
+	}
 	m.mu.Lock()
 	if value == nil {
 		delete(m.seen, key)

@@ -110,9 +110,10 @@ func checkOwner(f fieldErrors, v string) {
 	}
 }
 
-// checkScopes validates requested scopes against the known set and what the
-// caller itself holds (no privilege escalation by registration).
-func checkScopes(f fieldErrors, name string, v []string, caller authn.Identity) {
+// checkScopes validates scope names against the known set. Whether the
+// caller may grant them is the privilege rule's question (mayGrant), asked
+// once the body is valid.
+func checkScopes(f fieldErrors, name string, v []string) {
 	if len(v) > len(KnownScopes) {
 		f[name] = "too many scopes"
 		return
@@ -120,12 +121,6 @@ func checkScopes(f fieldErrors, name string, v []string, caller authn.Identity) 
 	for _, sc := range v {
 		if !slices.Contains(KnownScopes, sc) {
 			f[name] = fmt.Sprintf("unknown scope %q", sc)
-			return
-		}
-	}
-	for _, sc := range v {
-		if !caller.HasScope(sc) {
-			f[name] = fmt.Sprintf("cannot grant scope %q the caller does not hold", sc)
 			return
 		}
 	}
@@ -189,7 +184,7 @@ func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in Cre
 		if len(scopes) == 0 {
 			f["scopes"] = "must list at least one scope"
 		}
-		checkScopes(f, "scopes", scopes, caller)
+		checkScopes(f, "scopes", scopes)
 	}
 	defaults := withoutAdmin(scopes)
 	if in.DefaultScopes != nil {
@@ -209,6 +204,11 @@ func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in Cre
 		}
 	}
 	if err := f.err(); err != nil {
+		return Agent{}, err
+	}
+	// The default [agents:read] is granted too: a caller without it cannot
+	// create an agent that has it.
+	if err := mayGrant(caller, "scopes", scopes); err != nil {
 		return Agent{}, err
 	}
 	if orgID != caller.OrgID {
@@ -248,45 +248,9 @@ func (s *Service) CreateAgent(ctx context.Context, caller authn.Identity, in Cre
 	return a, nil
 }
 
-// agentOrg checks that the caller holds scope and that agentID is well
-// formed, and returns the organisation an agent-scoped request acts in: the
-// caller's own, except for the platform operator (admin:orgs), who may
-// manage agents of any organisation — to create an organisation's first
-// agent and its credential. An unknown agent is AGENT_NOT_FOUND either way.
-func (s *Service) agentOrg(ctx context.Context, caller authn.Identity, agentID, scope string) (string, error) {
-	if err := httpx.RequireScope(caller, scope); err != nil {
-		return "", err
-	}
-	if !validAgentID(agentID) {
-		return "", notFoundAgent()
-	}
-	if !caller.HasScope(ScopeAdminOrgs) {
-		return caller.OrgID, nil
-	}
-	org, err := s.store.AgentOrg(ctx, agentID)
-	if errors.Is(err, ErrNotFound) {
-		return "", notFoundAgent()
-	}
-	if err != nil {
-		return "", httpx.Internal(fmt.Errorf("agent org %s: %w", agentID, err))
-	}
-	return org, nil
-}
-
 // GetAgent returns one of the caller's org's agents.
 func (s *Service) GetAgent(ctx context.Context, caller authn.Identity, agentID string) (Agent, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsRead)
-	if err != nil {
-		return Agent{}, err
-	}
-	a, err := s.store.GetAgent(ctx, org, agentID)
-	if errors.Is(err, ErrNotFound) {
-		return Agent{}, notFoundAgent()
-	}
-	if err != nil {
-		return Agent{}, httpx.Internal(fmt.Errorf("get agent %s: %w", agentID, err))
-	}
-	return a, nil
+	return s.authorizeOn(ctx, caller, agentID, opReadAgent)
 }
 
 // AgentPage is a list response.
@@ -323,12 +287,16 @@ func (s *Service) ListAgents(ctx context.Context, caller authn.Identity, flt Age
 	return AgentPage{Data: agents, Pagination: httpx.NewPagination(page, total)}, nil
 }
 
-// UpdateAgent applies a partial update.
+// UpdateAgent applies a partial update. Removing scopes or suspending the
+// agent writes an agent watermark: every token the agent was issued before
+// the change (and every token delegated from one) is revoked, so no live
+// token keeps a scope the agent no longer has.
 func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentID string, in UpdateAgentInput) (Agent, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opUpdateAgent)
 	if err != nil {
 		return Agent{}, err
 	}
+	org := target.OrganizationID
 	f := fieldErrors{}
 	if in.Version != nil {
 		checkVersion(f, *in.Version)
@@ -354,24 +322,41 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 		if len(sc) == 0 {
 			f["scopes"] = "must list at least one scope"
 		}
-		checkScopes(f, "scopes", sc, caller)
+		checkScopes(f, "scopes", sc)
 	}
 	if in.DefaultScopes != nil {
 		sc := dedupe(*in.DefaultScopes)
 		in.DefaultScopes = &sc
+		checkScopes(f, "defaultScopes", sc)
 	}
 	if err := f.err(); err != nil {
 		return Agent{}, err
+	}
+	if in.Scopes != nil {
+		if err := mayGrant(caller, "scopes", *in.Scopes); err != nil {
+			return Agent{}, err
+		}
+	}
+	if in.DefaultScopes != nil {
+		if err := mayGrant(caller, "defaultScopes", *in.DefaultScopes); err != nil {
+			return Agent{}, err
+		}
 	}
 	limit := s.orgs.Limits(org).MaxAgents
 	var revs []Revocation
 	a, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
 		revs = nil
 		ch := AgentChange{MaxAgents: -1}
+		// The rule again on the row as locked: a concurrent change may have
+		// widened the target since authorizeOn read it.
+		if err := mayManage(caller, *a, opUpdateAgent); err != nil {
+			return ch, err
+		}
 		if a.Status == StatusDecommissioned {
 			return ch, httpx.Conflict(CodeAgentDecommission, "a decommissioned agent cannot be updated")
 		}
 		prev := a.Status
+		oldScopes := slices.Clone(a.Scopes)
 		changed := false
 		set := func(dst *string, v *string) {
 			if v != nil && *dst != *v {
@@ -419,16 +404,21 @@ func (s *Service) UpdateAgent(ctx context.Context, caller authn.Identity, agentI
 			}
 			ch.Events = append(ch.Events, ev)
 		}
+		// Every token the agent holds dies with a suspension or with the
+		// removal of any scope (docs/security.md, "Scopes": an agent
+		// watermark, not a per-scope entry, so the gateway's check stays
+		// what it is); a reactivation leaves the watermark, so they stay
+		// dead, and the client simply asks for a new token.
+		suspended := statusChanged && a.Status == StatusSuspended
+		if suspended || !containsAll(a.Scopes, oldScopes) {
+			ch.Revocations = []Revocation{s.watermark(revocation.KindAgent, a.AgentID, a.UpdatedAt)}
+			revs = ch.Revocations
+		}
 		if statusChanged {
 			t := events.AgentSuspended
 			if a.Status == StatusActive {
 				t = events.AgentReactivated
 				ch.MaxAgents = limit
-			} else {
-				// Every token the agent holds dies with the suspension; a
-				// reactivation leaves the watermark, so they stay dead.
-				ch.Revocations = []Revocation{s.watermark(revocation.KindAgent, a.AgentID, a.UpdatedAt)}
-				revs = ch.Revocations
 			}
 			ev, err := agentEvent(t, *a, prev)
 			if err != nil {
@@ -468,12 +458,16 @@ func (s *Service) mapAgentErr(agentID string, err error, limit int64) error {
 // DecommissionAgent soft-deletes the agent and revokes its credentials.
 // Decommissioning twice succeeds and changes nothing the second time.
 func (s *Service) DecommissionAgent(ctx context.Context, caller authn.Identity, agentID string) error {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opDecommission)
 	if err != nil {
 		return err
 	}
+	org := target.OrganizationID
 	var revs []Revocation
 	_, count, err := s.store.UpdateAgent(ctx, org, agentID, func(a *Agent) (AgentChange, error) {
+		if err := mayManage(caller, *a, opDecommission); err != nil {
+			return AgentChange{}, err
+		}
 		if a.Status == StatusDecommissioned {
 			return AgentChange{Skip: true}, nil
 		}

@@ -291,18 +291,17 @@ func clientKeyEvent(t events.Type, orgID string, k ClientKey, at time.Time) (eve
 // jwks_uri) for an agent of the caller's organisation; the agent can then
 // authenticate with private_key_jwt.
 func (s *Service) RegisterClientKey(ctx context.Context, caller authn.Identity, agentID string, in RegisterClientKeyInput) (RegisteredClientKeys, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRegisterKey)
 	if err != nil {
 		return RegisteredClientKeys{}, err
 	}
+	org := target.OrganizationID
 	hasJWK := len(in.JWK) > 0 && string(in.JWK) != "null"
 	if hasJWK == (in.JWKSURI != "") {
 		return RegisteredClientKeys{}, httpx.Validation("give exactly one of jwk and jwksUri", map[string]string{"jwk": "exactly one of jwk and jwksUri"})
 	}
-	// The agent must exist in the org before anything is fetched for it.
-	if _, err := s.store.GetAgent(ctx, org, agentID); err != nil {
-		return RegisteredClientKeys{}, s.mapAgentErr(agentID, err, -1)
-	}
+	// authorizeOn found the agent in the org: nothing is fetched for an
+	// agent that does not exist or that the caller may not manage.
 	var jwks []jose.JWK
 	var uri *string
 	if hasJWK {
@@ -348,10 +347,11 @@ func (s *Service) RegisterClientKey(ctx context.Context, caller authn.Identity, 
 
 // ListClientKeys lists an agent's keys (active and revoked).
 func (s *Service) ListClientKeys(ctx context.Context, caller authn.Identity, agentID string) ([]ClientKey, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsRead)
+	target, err := s.authorizeOn(ctx, caller, agentID, opReadAgent)
 	if err != nil {
 		return nil, err
 	}
+	org := target.OrganizationID
 	ks, err := s.store.ListClientKeys(ctx, org, agentID)
 	if err != nil {
 		return nil, s.mapAgentErr(agentID, err, -1)
@@ -367,10 +367,11 @@ func (s *Service) ListClientKeys(ctx context.Context, caller authn.Identity, age
 // the key stay valid until they expire (revoke the tokens, a credential or
 // suspend the agent to end them).
 func (s *Service) RevokeClientKey(ctx context.Context, caller authn.Identity, agentID, kid string) error {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRevokeKey)
 	if err != nil {
 		return err
 	}
+	org := target.OrganizationID
 	if !validKID(kid) {
 		return notFoundClientKey()
 	}

@@ -61,10 +61,11 @@ func NewCredentialFor(pepper []byte, agentID string, expiresAt *time.Time, now t
 
 // CreateCredential issues a new client secret for an agent of the caller's org.
 func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, agentID string, in CreateCredentialInput) (NewCredential, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opCreateCredential)
 	if err != nil {
 		return NewCredential{}, err
 	}
+	org := target.OrganizationID
 	now := s.now().UTC().Truncate(time.Microsecond)
 	var exp *time.Time
 	if in.ExpiresAt != nil {
@@ -92,10 +93,11 @@ func (s *Service) CreateCredential(ctx context.Context, caller authn.Identity, a
 
 // ListCredentials lists an agent's credentials (never their secrets).
 func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, agentID string) ([]Credential, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsRead)
+	target, err := s.authorizeOn(ctx, caller, agentID, opReadAgent)
 	if err != nil {
 		return nil, err
 	}
+	org := target.OrganizationID
 	cs, err := s.store.ListCredentials(ctx, org, agentID)
 	if err != nil {
 		return nil, s.mapAgentErr(agentID, err, -1)
@@ -114,10 +116,11 @@ func (s *Service) ListCredentials(ctx context.Context, caller authn.Identity, ag
 // until they expire (no watermark), since the point of a grace period is
 // that clients switch over without failures.
 func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) (NewCredential, error) {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRotateCredential)
 	if err != nil {
 		return NewCredential{}, err
 	}
+	org := target.OrganizationID
 	if !validAgentID(credentialID) {
 		return NewCredential{}, notFoundCredential()
 	}
@@ -129,6 +132,9 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 	var revs []Revocation
 	var fresh *NewCredential
 	c, err := s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) (CredentialChange, error) {
+		if err := mayManage(caller, a, opRotateCredential); err != nil {
+			return CredentialChange{}, err
+		}
 		if a.Status == StatusDecommissioned {
 			return CredentialChange{}, httpx.Conflict(CodeAgentDecommission, "the agent is decommissioned")
 		}
@@ -184,16 +190,20 @@ func (s *Service) RotateCredential(ctx context.Context, caller authn.Identity, a
 // RevokeCredential revokes a credential and every token issued under it;
 // revoking twice succeeds.
 func (s *Service) RevokeCredential(ctx context.Context, caller authn.Identity, agentID, credentialID string) error {
-	org, err := s.agentOrg(ctx, caller, agentID, ScopeAgentsWrite)
+	target, err := s.authorizeOn(ctx, caller, agentID, opRevokeCredential)
 	if err != nil {
 		return err
 	}
+	org := target.OrganizationID
 	if !validAgentID(credentialID) {
 		return notFoundCredential()
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
 	var revs []Revocation
 	_, err = s.store.UpdateCredential(ctx, org, agentID, credentialID, func(a Agent, c *Credential) (CredentialChange, error) {
+		if err := mayManage(caller, a, opRevokeCredential); err != nil {
+			return CredentialChange{}, err
+		}
 		if c.Status == CredentialRevoked {
 			return CredentialChange{}, nil
 		}

@@ -171,10 +171,20 @@ func tokenOf(c AccessClaims) revocation.Token {
 	return t
 }
 
-// Introspect answers RFC 7662 for a token of the caller's organisation.
-// Anything else — garbage, expired, foreign, revoked, unknown key — is
-// {"active":false}. Without the revocation state it fails with 503 rather
-// than guess.
+// mayActOnToken reports whether caller may introspect or revoke a token of
+// organisation org: its own organisation's, and for the platform operator
+// (admin:orgs) every organisation's — whatever it may do to another
+// organisation's agents it may do to their tokens. To anyone else a
+// foreign token is one this server does not know (RFC 7662 §2.2, RFC 7009
+// §2.2), so the answer reveals nothing about it.
+func mayActOnToken(caller authn.Identity, org string) bool {
+	return org == caller.OrgID || caller.HasScope(ScopeAdminOrgs)
+}
+
+// Introspect answers RFC 7662 for a token the caller may act on
+// (mayActOnToken). Anything else — garbage, expired, foreign, revoked,
+// unknown key — is {"active":false}. Without the revocation state it fails
+// with 503 rather than guess.
 func (s *Service) Introspect(ctx context.Context, caller authn.Identity, token string) (Introspection, error) {
 	if err := httpx.RequireScope(caller, ScopeTokensRead); err != nil {
 		return Introspection{}, err
@@ -185,11 +195,12 @@ func (s *Service) Introspect(ctx context.Context, caller authn.Identity, token s
 	}
 	now := s.now()
 	c, ok := s.verifyOwn(token, now)
-	active := ok && c.OrganizationID == caller.OrgID && !s.revoked.Revoked(tokenOf(c))
+	visible := ok && mayActOnToken(caller, c.OrganizationID)
+	active := visible && !s.revoked.Revoked(tokenOf(c))
 	if s.pub != nil {
 		d := TokenIntrospectedData{Active: active, IntrospectedBy: caller.Subject, At: now.UTC()}
 		org := caller.OrgID
-		if ok && c.OrganizationID == caller.OrgID {
+		if visible {
 			d.JTI, d.ClientID = c.ID, c.ClientID
 		}
 		if ev, err := events.New(events.TokenIntrospected, Source, org, caller.Subject, d); err == nil {
@@ -206,16 +217,17 @@ func (s *Service) Introspect(ctx context.Context, caller authn.Identity, token s
 		OrganizationID: c.OrganizationID}, nil
 }
 
-// RevokeToken revokes one access token of the caller's organisation (RFC
-// 7009). A token that is not one — garbage, expired, foreign, unknown —
-// changes nothing and is not an error, so the answer reveals nothing.
+// RevokeToken revokes one access token the caller may act on
+// (mayActOnToken; RFC 7009). A token that is not one — garbage, expired,
+// foreign, unknown — changes nothing and is not an error, so the answer
+// reveals nothing.
 func (s *Service) RevokeToken(ctx context.Context, caller authn.Identity, token string) error {
 	if err := httpx.RequireScope(caller, ScopeTokensRead); err != nil {
 		return err
 	}
 	now := s.now()
 	c, ok := s.verifyOwn(token, now)
-	if !ok || c.OrganizationID != caller.OrgID || !revocation.ValidKeyPart(c.ID) {
+	if !ok || !mayActOnToken(caller, c.OrganizationID) || !revocation.ValidKeyPart(c.ID) {
 		return nil
 	}
 	if _, done := s.revoked.Get(revocation.KindJTI, c.ID); done {

@@ -195,7 +195,7 @@ func TestAgentAPI(t *testing.T) {
 		{"unknown field", "POST", "/api/v1/agents", "org-1", allScopes, body("u@example.com", `,"admin":true`), 400, "VALIDATION_ERROR"},
 		{"bad enum", "POST", "/api/v1/agents", "org-1", allScopes, strings.Replace(body("e@example.com", ""), "screener", "robot", 1), 400, "VALIDATION_ERROR"},
 		{"bad semver", "POST", "/api/v1/agents", "org-1", allScopes, strings.Replace(body("v@example.com", ""), "1.2.3", "1.2", 1), 400, "VALIDATION_ERROR"},
-		{"scope escalation", "POST", "/api/v1/agents", "org-1", allScopes, body("s@example.com", `,"scopes":["admin:orgs"]`), 400, "VALIDATION_ERROR"},
+		{"scope escalation", "POST", "/api/v1/agents", "org-1", allScopes, body("s@example.com", `,"scopes":["admin:orgs"]`), 403, "FORBIDDEN"},
 		{"other org without admin", "POST", "/api/v1/agents", "org-1", allScopes, body("o@example.com", `,"organizationId":"org-2"`), 403, "FORBIDDEN"},
 		{"unknown org as admin", "POST", "/api/v1/agents", "org-1", append(slices.Clone(allScopes), "admin:orgs"), body("o@example.com", `,"organizationId":"org-9"`), 404, "ORGANIZATION_NOT_FOUND"},
 		{"oversized", "POST", "/api/v1/agents", "org-1", allScopes, `{"email":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "PAYLOAD_TOO_LARGE"},
