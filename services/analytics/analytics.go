@@ -78,10 +78,19 @@ type Config struct {
 	// agentidp_audit_chain_integrity gauge (ANALYTICS_VERIFY_INTERVAL,
 	// default 1h).
 	VerifyInterval time.Duration
-	// CheckpointKey signs retention checkpoints (ANALYTICS_CHECKPOINT_KEY,
-	// 32+ bytes hex or base64). Required unless Deps.Embedded, where a
-	// fixed development key is used.
+	// CheckpointKey is the audit key (ANALYTICS_CHECKPOINT_KEY, 32+ bytes
+	// hex or base64): it keys every audit record (an HMAC chain) and signs
+	// retention checkpoints and upgrade anchors. It comes from the
+	// environment (a Kubernetes Secret, Vault agent), never from the
+	// analytics database, which is what makes the chain resist a database
+	// writer. Required unless Deps.Embedded, where a fixed development key
+	// is used when none is given (agentidp dev generates one).
 	CheckpointKey []byte
+	// PreviousCheckpointKeys are earlier audit keys
+	// (ANALYTICS_CHECKPOINT_PREVIOUS_KEYS, comma-separated): they only
+	// verify records and checkpoints written under them, so the key can
+	// rotate (docs/security.md).
+	PreviousCheckpointKeys [][]byte
 	// IdentityProvider is the identityProvider of agent cards
 	// (ANALYTICS_IDENTITY_PROVIDER, default "agentidp").
 	IdentityProvider string
@@ -129,16 +138,17 @@ func DefaultConfig() Config {
 func ConfigFromEnv(env *config.Env) Config {
 	d := DefaultConfig()
 	cfg := Config{
-		BatchSize:          env.Int("ANALYTICS_BATCH_SIZE", d.BatchSize),
-		AckWait:            env.Duration("ANALYTICS_ACK_WAIT", d.AckWait),
-		MaxDeliver:         env.Int("ANALYTICS_MAX_DELIVER", d.MaxDeliver),
-		PruneInterval:      env.Duration("ANALYTICS_PRUNE_INTERVAL", d.PruneInterval),
-		ProcessedRetention: d.ProcessedRetention,
-		AuditRetention:     d.AuditRetention,
-		RetentionInterval:  env.Duration("ANALYTICS_RETENTION_INTERVAL", d.RetentionInterval),
-		VerifyInterval:     env.Duration("ANALYTICS_VERIFY_INTERVAL", d.VerifyInterval),
-		CheckpointKey:      env.Key("ANALYTICS_CHECKPOINT_KEY", 32, false),
-		IdentityProvider:   env.String("ANALYTICS_IDENTITY_PROVIDER", d.IdentityProvider),
+		BatchSize:              env.Int("ANALYTICS_BATCH_SIZE", d.BatchSize),
+		AckWait:                env.Duration("ANALYTICS_ACK_WAIT", d.AckWait),
+		MaxDeliver:             env.Int("ANALYTICS_MAX_DELIVER", d.MaxDeliver),
+		PruneInterval:          env.Duration("ANALYTICS_PRUNE_INTERVAL", d.PruneInterval),
+		ProcessedRetention:     d.ProcessedRetention,
+		AuditRetention:         d.AuditRetention,
+		RetentionInterval:      env.Duration("ANALYTICS_RETENTION_INTERVAL", d.RetentionInterval),
+		VerifyInterval:         env.Duration("ANALYTICS_VERIFY_INTERVAL", d.VerifyInterval),
+		CheckpointKey:          env.Key("ANALYTICS_CHECKPOINT_KEY", 32, false),
+		PreviousCheckpointKeys: previousKeys(env),
+		IdentityProvider:       env.String("ANALYTICS_IDENTITY_PROVIDER", d.IdentityProvider),
 	}
 	if v := env.String("ANALYTICS_AUDIT_RETENTION", ""); v != "" {
 		r, err := parseRetention(v)
@@ -168,17 +178,33 @@ func ConfigFromEnv(env *config.Env) Config {
 	return cfg
 }
 
+// previousKeys reads ANALYTICS_CHECKPOINT_PREVIOUS_KEYS; a bad item is
+// reported by position, never by value.
+func previousKeys(env *config.Env) [][]byte {
+	var out [][]byte
+	for i, v := range env.List("ANALYTICS_CHECKPOINT_PREVIOUS_KEYS", nil) {
+		k, err := config.DecodeKey(v)
+		if err != nil || len(k) < audit.MinKeyLen {
+			env.Fail("ANALYTICS_CHECKPOINT_PREVIOUS_KEYS: item %d must be at least %d bytes, hex or base64 encoded", i+1, audit.MinKeyLen)
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
 // Env documents the service's own variables.
 var Env = map[string]string{
-	"ANALYTICS_BATCH_SIZE":         "events counted per transaction (default 256)",
-	"ANALYTICS_ACK_WAIT":           "redelivery delay of unacknowledged events (default 30s)",
-	"ANALYTICS_MAX_DELIVER":        "delivery attempts before the dead letter (default 10)",
-	"ANALYTICS_PRUNE_INTERVAL":     "how often processed event ids older than 8 days are deleted (default 1h)",
-	"ANALYTICS_AUDIT_RETENTION":    "audit retention of free-tier (and unknown-tier) organisations: 90d, 2160h or 0 = unlimited (default 90d; pro 365d, enterprise unlimited)",
-	"ANALYTICS_RETENTION_INTERVAL": "how often audit retention runs (default 1h)",
-	"ANALYTICS_VERIFY_INTERVAL":    "how often every audit chain is verified for agentidp_audit_chain_integrity (default 1h)",
-	"ANALYTICS_CHECKPOINT_KEY":     "key (32+ bytes, hex or base64) signing audit retention checkpoints; required outside agentidp dev",
-	"ANALYTICS_IDENTITY_PROVIDER":  "identityProvider of compliance agent cards (default agentidp)",
+	"ANALYTICS_BATCH_SIZE":               "events counted per transaction (default 256)",
+	"ANALYTICS_ACK_WAIT":                 "redelivery delay of unacknowledged events (default 30s)",
+	"ANALYTICS_MAX_DELIVER":              "delivery attempts before the dead letter (default 10)",
+	"ANALYTICS_PRUNE_INTERVAL":           "how often processed event ids older than 8 days are deleted (default 1h)",
+	"ANALYTICS_AUDIT_RETENTION":          "audit retention of free-tier (and unknown-tier) organisations: 90d, 2160h or 0 = unlimited (default 90d; pro 365d, enterprise unlimited)",
+	"ANALYTICS_RETENTION_INTERVAL":       "how often audit retention runs (default 1h)",
+	"ANALYTICS_VERIFY_INTERVAL":          "how often every audit chain is verified for agentidp_audit_chain_integrity (default 1h)",
+	"ANALYTICS_CHECKPOINT_KEY":           "audit key (32+ bytes, hex or base64): keys the audit chain (HMAC) and signs its checkpoints; required outside agentidp dev; keep it out of the database and its backups",
+	"ANALYTICS_CHECKPOINT_PREVIOUS_KEYS": "earlier audit keys, comma-separated, that only verify what was written under them (key rotation)",
+	"ANALYTICS_IDENTITY_PROVIDER":        "identityProvider of compliance agent cards (default agentidp)",
 }
 
 // Spec describes the analytics binary for svcrun.
@@ -254,8 +280,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		}
 		cfg.CheckpointKey = DevCheckpointKey
 	}
-	if len(cfg.CheckpointKey) < 32 {
-		return nil, errors.New("analytics: the checkpoint key must be at least 32 bytes")
+	keys, err := audit.NewKeyring(cfg.CheckpointKey, cfg.PreviousCheckpointKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("analytics: %w", err)
 	}
 	logger := d.Logger
 	if logger == nil {
@@ -272,9 +299,21 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if d.Cache == nil {
 		c = cache.NewMemory(cache.MemoryOptions{SweepInterval: -1})
 	}
-	store := astore.New(d.DB)
+	store := astore.New(d.DB, keys)
 	domain := counting.NewService(store, logger)
-	auditSvc := audit.NewService(store, cfg.CheckpointKey, logger)
+	auditSvc := audit.NewService(store, keys, logger)
+	// Chains written before the chain was keyed are anchored under the key
+	// before this replica appends. Checkpoints of that time were signed
+	// with the configured keys, or in embedded mode with the fixed dev key.
+	legacyKeys := keys.Secrets()
+	if d.Embedded {
+		legacyKeys = append(legacyKeys, DevCheckpointKey)
+	}
+	if err := auditSvc.Upgrade(ctx, legacyKeys); err != nil {
+		// Not fatal: the chain that could not be anchored fails
+		// verification, which is where it must be reported.
+		logger.Error("audit chain upgrade", "err", err)
+	}
 	comp := compliance.NewService(store, domain, auditSvc, c, cfg.IdentityProvider, logger)
 	gauge := httpx.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "agentidp_audit_chain_integrity",

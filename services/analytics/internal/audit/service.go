@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,21 +39,68 @@ type Store interface {
 	Range(ctx context.Context, org string, afterSeq, upTo int64, limit int) ([]Record, error)
 	// LatestCheckpoint returns org's checkpoint with the highest seq.
 	LatestCheckpoint(ctx context.Context, org string) (Checkpoint, bool, error)
+	// Anchor returns org's upgrade anchor, if it has one.
+	Anchor(ctx context.Context, org string) (Anchor, bool, error)
+	// Legacy describes what of org's chain predates the keyed chain.
+	Legacy(ctx context.Context, org string) (Legacy, error)
+	// WriteAnchor, atomically with the appends to org's chain, writes the
+	// upgrade anchor a (when not nil) and re-signs the checkpoint resign
+	// (when not nil: its KeyID and Signature replace those of org's
+	// checkpoint at resign.Seq that has no key id), but only while org has
+	// no anchor and no version 2 record and, when a is not nil, a.Seq is
+	// still its last version 1 record. It reports whether it wrote.
+	WriteAnchor(ctx context.Context, org string, a *Anchor, resign *Checkpoint) (bool, error)
 	// Orgs lists the organisations that have a chain.
 	Orgs(ctx context.Context) ([]string, error)
 	// Purge deletes the longest prefix of org's chain whose records are all
 	// older than before, after writing the checkpoint sign(seq, hash) of
-	// its last record, atomically. It returns how many records it deleted
-	// (0 and no checkpoint when there is nothing to delete).
-	Purge(ctx context.Context, org string, before, now time.Time, sign func(seq int64, hash string) string) (int64, error)
+	// its last record, atomically; sign returns the key id and signature.
+	// It returns how many records it deleted (0 and no checkpoint when
+	// there is nothing to delete).
+	Purge(ctx context.Context, org string, before, now time.Time, sign func(seq int64, hash string) (keyID, signature string)) (int64, error)
+}
+
+// Legacy is what of a chain predates the keyed chain.
+type Legacy struct {
+	// LastUnkeyed is the seq of the last version 1 record (0 = none).
+	LastUnkeyed int64
+	// Keyed reports whether a version 2 record exists.
+	Keyed bool
+	// Anchored reports whether the chain has an upgrade anchor.
+	Anchored bool
 }
 
 // Reasons a chain fails verification.
 const (
-	ReasonHashMismatch      = "hash mismatch"
-	ReasonBrokenLink        = "broken link"
-	ReasonGap               = "gap"
+	// ReasonMACMismatch: a keyed record's chain value is not its HMAC under
+	// the key it names (its content, seq or link was changed).
+	ReasonMACMismatch = "mac mismatch"
+	// ReasonHashMismatch: an unkeyed (version 1) record's hash is wrong.
+	ReasonHashMismatch = "hash mismatch"
+	// ReasonBrokenLink: a record's prev_hash is not the previous record's
+	// chain value (or the checkpoint's hash).
+	ReasonBrokenLink = "broken link"
+	// ReasonGap: records are missing inside the chain; Seq is the first.
+	ReasonGap = "gap"
+	// ReasonTruncated: records at the end of the chain are missing (the
+	// head says more were appended); Seq is the first missing one.
+	ReasonTruncated = "truncated head"
+	// ReasonInvalidCheckpoint: the checkpoint verification starts from is
+	// not signed by a known key.
 	ReasonInvalidCheckpoint = "invalid checkpoint"
+	// ReasonUnknownKey: a keyed record names a key that is not configured.
+	ReasonUnknownKey = "unknown key"
+	// ReasonUnkeyed: an unkeyed record that no upgrade anchor vouches for
+	// (after the anchor, or in a chain without one).
+	ReasonUnkeyed = "unkeyed record"
+	// ReasonInvalidAnchor: the upgrade anchor is not signed by a known key.
+	ReasonInvalidAnchor = "invalid anchor"
+	// ReasonAnchorMismatch: the record the upgrade anchor vouches for has
+	// another hash: it or a record before it was rewritten.
+	ReasonAnchorMismatch = "anchor mismatch"
+	// ReasonUnknownVersion: a record of a chain version this code does
+	// not know.
+	ReasonUnknownVersion = "unknown chain version"
 )
 
 // Broken locates the first failure of a chain: for a gap, Seq is the first
@@ -63,11 +111,13 @@ type Broken struct {
 	Reason  string `json:"reason"`
 }
 
-// CheckpointInfo is the checkpoint a verification started from.
+// CheckpointInfo is the checkpoint a verification started from, or the
+// upgrade anchor it checked.
 type CheckpointInfo struct {
 	Seq       int64     `json:"seq"`
 	Hash      string    `json:"hash"`
 	CreatedAt time.Time `json:"createdAt"`
+	KeyID     string    `json:"keyId,omitempty"`
 }
 
 // Verification is the result of walking a chain.
@@ -78,23 +128,28 @@ type Verification struct {
 	LastSeq    int64           `json:"lastSeq"`
 	BrokenAt   *Broken         `json:"brokenAt,omitempty"`
 	Checkpoint *CheckpointInfo `json:"checkpoint,omitempty"`
+	// Anchor is the upgrade anchor of the chain's unkeyed records.
+	Anchor *CheckpointInfo `json:"upgradeAnchor,omitempty"`
+	// KeyID is the id of the key new records are written under.
+	KeyID string `json:"keyId"`
 }
 
 // Service implements the audit use cases.
 type Service struct {
 	store    Store
-	key      []byte
+	keys     *Keyring
 	logger   *slog.Logger
 	pageSize int
 	now      func() time.Time
 }
 
-// NewService returns the service; key signs and checks checkpoints.
-func NewService(store Store, key []byte, logger *slog.Logger) *Service {
+// NewService returns the service; keys verify records, checkpoints and
+// anchors, and the current key signs new checkpoints.
+func NewService(store Store, keys *Keyring, logger *slog.Logger) *Service {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Service{store: store, key: key, logger: logger, pageSize: 1000, now: func() time.Time { return time.Now().UTC() }}
+	return &Service{store: store, keys: keys, logger: logger, pageSize: 1000, now: func() time.Time { return time.Now().UTC() }}
 }
 
 // List returns a page of org's records and the total.
@@ -132,20 +187,33 @@ func (s *Service) verify(ctx context.Context, org string) (Verification, error) 
 	if err != nil {
 		return Verification{}, fmt.Errorf("verify: read head: %w", err)
 	}
-	v := Verification{Valid: true}
+	v := Verification{Valid: true, KeyID: s.keys.Current().ID}
+	broken := func(seq int64, eventID, reason string) (Verification, error) {
+		v.Valid = false
+		v.BrokenAt = &Broken{Seq: seq, EventID: eventID, Reason: reason}
+		return v, nil
+	}
 	next, prev := int64(1), ""
 	cp, ok, err := s.store.LatestCheckpoint(ctx, org)
 	if err != nil {
 		return Verification{}, fmt.Errorf("verify: read checkpoint: %w", err)
 	}
 	if ok {
-		v.Checkpoint = &CheckpointInfo{Seq: cp.Seq, Hash: cp.Hash, CreatedAt: cp.CreatedAt}
-		if !ValidCheckpoint(s.key, cp) {
-			v.Valid = false
-			v.BrokenAt = &Broken{Seq: cp.Seq, Reason: ReasonInvalidCheckpoint}
-			return v, nil
+		v.Checkpoint = &CheckpointInfo{Seq: cp.Seq, Hash: cp.Hash, CreatedAt: cp.CreatedAt, KeyID: cp.KeyID}
+		if !ValidCheckpoint(s.keys, cp) {
+			return broken(cp.Seq, "", ReasonInvalidCheckpoint)
 		}
 		next, prev = cp.Seq+1, cp.Hash
+	}
+	anchor, anchored, err := s.store.Anchor(ctx, org)
+	if err != nil {
+		return Verification{}, fmt.Errorf("verify: read anchor: %w", err)
+	}
+	if anchored {
+		v.Anchor = &CheckpointInfo{Seq: anchor.Seq, Hash: anchor.Hash, CreatedAt: anchor.CreatedAt, KeyID: anchor.KeyID}
+		if !ValidAnchor(s.keys, anchor) {
+			return broken(anchor.Seq, "", ReasonInvalidAnchor)
+		}
 	}
 	after := next - 1
 	for after < head {
@@ -157,25 +225,12 @@ func (s *Service) verify(ctx context.Context, org string) (Verification, error) 
 			break
 		}
 		for _, r := range page {
-			var reason string
-			switch {
-			case r.Seq != next:
-				reason = ReasonGap
-			case r.PrevHash != prev:
-				reason = ReasonBrokenLink
-			case r.ComputeHash() != r.Hash:
-				reason = ReasonHashMismatch
-			}
-			if reason == ReasonGap {
+			if r.Seq != next {
 				// Records from next to r.Seq-1 are missing.
-				v.Valid = false
-				v.BrokenAt = &Broken{Seq: next, Reason: reason}
-				return v, nil
+				return broken(next, "", ReasonGap)
 			}
-			if reason != "" {
-				v.Valid = false
-				v.BrokenAt = &Broken{Seq: r.Seq, EventID: r.EventID, Reason: reason}
-				return v, nil
+			if reason := s.check(r, prev, anchor, anchored); reason != "" {
+				return broken(r.Seq, r.EventID, reason)
 			}
 			if v.Checked == 0 {
 				v.FirstSeq = r.Seq
@@ -189,10 +244,42 @@ func (s *Service) verify(ctx context.Context, org string) (Verification, error) 
 	if next <= head {
 		// Records at the end of the chain are missing (the head says
 		// more were appended).
-		v.Valid = false
-		v.BrokenAt = &Broken{Seq: next, Reason: ReasonGap}
+		return broken(next, "", ReasonTruncated)
 	}
 	return v, nil
+}
+
+// check returns why record r, which follows the chain value prev, fails
+// verification ("" when it does not).
+func (s *Service) check(r Record, prev string, anchor Anchor, anchored bool) string {
+	if r.PrevHash != prev {
+		return ReasonBrokenLink
+	}
+	switch r.Version {
+	case VersionKeyed:
+		k, ok := s.keys.Lookup(r.KeyID)
+		if !ok {
+			return ReasonUnknownKey
+		}
+		if !hmac.Equal([]byte(r.ComputeMAC(k)), []byte(r.Hash)) {
+			return ReasonMACMismatch
+		}
+	case VersionUnkeyed:
+		// Anyone can recompute an unkeyed hash: only the anchor, signed
+		// at the upgrade, makes these records evidence.
+		if !anchored || r.Seq > anchor.Seq {
+			return ReasonUnkeyed
+		}
+		if r.ComputeHash() != r.Hash {
+			return ReasonHashMismatch
+		}
+	default:
+		return ReasonUnknownVersion
+	}
+	if anchored && r.Seq == anchor.Seq && r.Hash != anchor.Hash {
+		return ReasonAnchorMismatch
+	}
+	return ""
 }
 
 // Retain applies retention to org: records older than retention are
@@ -211,8 +298,9 @@ func (s *Service) Retain(ctx context.Context, org string, retention time.Duratio
 		return 0, fmt.Errorf("retention of %s skipped: chain broken at seq %d (%s)", org, v.BrokenAt.Seq, v.BrokenAt.Reason)
 	}
 	now := s.now()
-	n, err := s.store.Purge(ctx, org, now.Add(-retention), now, func(seq int64, hash string) string {
-		return SignCheckpoint(s.key, org, seq, hash)
+	k := s.keys.Current()
+	n, err := s.store.Purge(ctx, org, now.Add(-retention), now, func(seq int64, hash string) (string, string) {
+		return k.ID, SignCheckpoint(k, org, seq, hash)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("purge audit records of %s: %w", org, err)
