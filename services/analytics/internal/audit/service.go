@@ -41,6 +41,10 @@ type Store interface {
 	LatestCheckpoint(ctx context.Context, org string) (Checkpoint, bool, error)
 	// Anchor returns org's upgrade anchor, if it has one.
 	Anchor(ctx context.Context, org string) (Anchor, bool, error)
+	// Unanchored lists the organisations whose chain has neither an
+	// upgrade anchor nor a version 2 record (the upgrade's candidates), in
+	// one query however many chains there are.
+	Unanchored(ctx context.Context) ([]string, error)
 	// Legacy describes what of org's chain predates the keyed chain.
 	Legacy(ctx context.Context, org string) (Legacy, error)
 	// WriteAnchor, atomically with the appends to org's chain, writes the

@@ -20,7 +20,7 @@ import (
 // appending unkeyed records after it has run make their chains fail with
 // "unkeyed record": stop them before the upgrade (docs/operations.md).
 func (s *Service) Upgrade(ctx context.Context, legacyKeys [][]byte) error {
-	orgs, err := s.store.Orgs(ctx)
+	orgs, err := s.store.Unanchored(ctx)
 	if err != nil {
 		return fmt.Errorf("upgrade audit chains: %w", err)
 	}

@@ -186,6 +186,28 @@ func (s *Store) Anchor(ctx context.Context, org string) (audit.Anchor, bool, err
 	return a, true, nil
 }
 
+// Unanchored implements audit.Store. Once every chain is upgraded this
+// costs two index probes per chain, at start only.
+func (s *Store) Unanchored(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT h.organization_id FROM audit_heads h
+		WHERE NOT EXISTS (SELECT 1 FROM audit_anchors a WHERE a.organization_id = h.organization_id)
+		AND NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.organization_id = h.organization_id AND e.chain_version <> 1)
+		ORDER BY h.organization_id`)
+	if err != nil {
+		return nil, fmt.Errorf("list unanchored chains: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var org string
+		if err := rows.Scan(&org); err != nil {
+			return nil, fmt.Errorf("list unanchored chains: %w", err)
+		}
+		out = append(out, org)
+	}
+	return out, rows.Err()
+}
+
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
