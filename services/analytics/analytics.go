@@ -34,6 +34,7 @@ import (
 	"github.com/agentidp/agentidp/services/analytics/internal/audit"
 	"github.com/agentidp/agentidp/services/analytics/internal/compliance"
 	"github.com/agentidp/agentidp/services/analytics/internal/counting"
+	"github.com/agentidp/agentidp/services/analytics/internal/headledger"
 	"github.com/agentidp/agentidp/services/analytics/internal/httpapi"
 	astore "github.com/agentidp/agentidp/services/analytics/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/analytics/migrations"
@@ -309,6 +310,11 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if d.Embedded {
 		legacyKeys = append(legacyKeys, DevCheckpointKey)
 	}
+	ledger, err := headledger.Ensure(ctx, d.JS, kvReplicas(d))
+	if err != nil {
+		return nil, fmt.Errorf("analytics: audit head ledger: %w", err)
+	}
+	auditSvc.UseLedger(ledger)
 	if err := auditSvc.Upgrade(ctx, legacyKeys); err != nil {
 		// Not fatal: the chain that could not be anchored fails
 		// verification, which is where it must be reported.
@@ -333,6 +339,19 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	s.handler = httpapi.NewHandler(httpapi.Services{Counting: domain, Audit: auditSvc, Compliance: comp, Integrity: s.Integrity},
 		d.Codec, logger, httpx.NewMetrics(reg, Name))
 	return s, nil
+}
+
+// kvReplicas is NATS_STREAM_REPLICAS (default 1), which svcrun also uses
+// for the stream.
+func kvReplicas(d *svcrun.Deps) int {
+	if d.Getenv == nil {
+		return 1
+	}
+	n, err := strconv.Atoi(d.Getenv("NATS_STREAM_REPLICAS"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }
 
 // Handler serves the public API.
@@ -382,10 +401,26 @@ func (s *Service) Run(ctx context.Context) error {
 
 func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {
 	envs := make([]events.Envelope, len(batch))
+	seen := map[string]bool{}
+	var orgs []string
 	for i, d := range batch {
 		envs[i] = d.Event
+		if org := d.Event.OrgID; org != "" && !seen[org] {
+			seen[org] = true
+			orgs = append(orgs, org)
+		}
 	}
-	return s.domain.Count(ctx, envs)
+	if err := s.domain.Count(ctx, envs); err != nil {
+		return err
+	}
+	// The batch is committed; a failure to record the heads outside the
+	// database must not redeliver it. A refusal (the chain lost the head
+	// recorded earlier) is evidence of tampering and is logged as such;
+	// verify reports it too.
+	if err := s.audit.RecordHeads(ctx, orgs); err != nil && ctx.Err() == nil {
+		s.logger.Error("record audit chain heads", "err", err)
+	}
+	return nil
 }
 
 // every runs fn now and then every d until ctx ends.

@@ -164,7 +164,7 @@ func TestAuditComplianceAnalyticsAPI(t *testing.T) {
 
 	t.Run("verify", func(t *testing.T) {
 		code, _, raw := h.call(t, svc, auditor, "/api/v1/audit/verify")
-		want := `{"valid":true,"checked":8,"firstSeq":1,"lastSeq":8,"keyId":"` + audit.KeyID(analytics.DefaultConfig().CheckpointKey) + `"}`
+		want := `{"valid":true,"checked":8,"firstSeq":1,"lastSeq":8,"keyId":"` + audit.KeyID(analytics.DefaultConfig().CheckpointKey) + `","headLedger":"checked"}`
 		if code != 200 || strings.TrimSuffix(raw, "\n") != want {
 			t.Errorf("GET /audit/verify = %d %s; want valid, 8 checked", code, raw)
 		}

@@ -34,6 +34,9 @@ type Store interface {
 	Get(ctx context.Context, org, eventID string) (Record, error)
 	// Head returns the seq of org's last appended record (0 = none).
 	Head(ctx context.Context, org string) (int64, error)
+	// Heads returns the (seq, chain value) of the heads of orgs that have
+	// a chain.
+	Heads(ctx context.Context, orgs []string) (map[string]ChainHead, error)
 	// Range returns up to limit records of org with afterSeq < seq <= upTo,
 	// in seq order.
 	Range(ctx context.Context, org string, afterSeq, upTo int64, limit int) ([]Record, error)
@@ -62,6 +65,24 @@ type Store interface {
 	// It returns how many records it deleted (0 and no checkpoint when
 	// there is nothing to delete).
 	Purge(ctx context.Context, org string, before, now time.Time, sign func(seq int64, hash string) (keyID, signature string)) (int64, error)
+}
+
+// ChainHead is the last record of a chain: its seq and chain value.
+type ChainHead struct {
+	Seq   int64
+	Value string
+}
+
+// HeadLedger keeps each chain's latest head outside the database (a NATS
+// KV bucket in production), so that deleting the newest records and
+// lowering the stored head is caught.
+type HeadLedger interface {
+	// Get returns org's recorded head (ok false when none).
+	Get(ctx context.Context, org string) (seq int64, value string, ok bool, err error)
+	// Advance records (seq, value) unless the recorded head is at seq or
+	// later; check sees the recorded head before it is replaced and may
+	// refuse with an error.
+	Advance(ctx context.Context, org string, seq int64, value string, check func(seq int64, value string) error) error
 }
 
 // Legacy is what of a chain predates the keyed chain.
@@ -136,11 +157,17 @@ type Verification struct {
 	Anchor *CheckpointInfo `json:"upgradeAnchor,omitempty"`
 	// KeyID is the id of the key new records are written under.
 	KeyID string `json:"keyId"`
+	// HeadLedger says whether the head kept outside the database was
+	// checked: "checked", "none" (nothing recorded for the chain yet) or
+	// "unavailable" (the ledger could not be read: truncation of the
+	// newest records would not have been seen). Empty without a ledger.
+	HeadLedger string `json:"headLedger,omitempty"`
 }
 
 // Service implements the audit use cases.
 type Service struct {
 	store    Store
+	ledger   HeadLedger // nil: heads are not anchored outside the database
 	keys     *Keyring
 	logger   *slog.Logger
 	pageSize int
@@ -154,6 +181,64 @@ func NewService(store Store, keys *Keyring, logger *slog.Logger) *Service {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Service{store: store, keys: keys, logger: logger, pageSize: 1000, now: func() time.Time { return time.Now().UTC() }}
+}
+
+// UseLedger makes the service record chain heads in l (RecordHeads) and
+// check them on verify.
+func (s *Service) UseLedger(l HeadLedger) { s.ledger = l }
+
+// RecordHeads records the current heads of orgs' chains in the ledger,
+// after an append batch committed. The ledger only moves forward, and only
+// when the record it holds is still in the chain with the same value:
+// otherwise the chain was truncated or rewritten, the ledger keeps the
+// evidence and the error says so.
+func (s *Service) RecordHeads(ctx context.Context, orgs []string) error {
+	if s.ledger == nil || len(orgs) == 0 {
+		return nil
+	}
+	heads, err := s.store.Heads(ctx, orgs)
+	if err != nil {
+		return fmt.Errorf("record audit heads: %w", err)
+	}
+	var errs []error
+	for _, org := range orgs {
+		h, ok := heads[org]
+		if !ok {
+			continue
+		}
+		err := s.ledger.Advance(ctx, org, h.Seq, h.Value, func(seq int64, value string) error {
+			return s.stillInChain(ctx, org, seq, value)
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// errLedgerMismatch: the record the ledger points at is gone or changed.
+var errLedgerMismatch = errors.New("audit chain no longer holds the head recorded outside the database")
+
+// stillInChain checks that org's record seq has the chain value value, or
+// was deleted by retention behind a checkpoint.
+func (s *Service) stillInChain(ctx context.Context, org string, seq int64, value string) error {
+	recs, err := s.store.Range(ctx, org, seq-1, seq, 1)
+	if err != nil {
+		return fmt.Errorf("check recorded audit head of %s: %w", org, err)
+	}
+	if len(recs) == 1 && recs[0].Hash == value {
+		return nil
+	}
+	if len(recs) == 0 {
+		cp, ok, err := s.store.LatestCheckpoint(ctx, org)
+		if err != nil {
+			return fmt.Errorf("check recorded audit head of %s: %w", org, err)
+		}
+		if ok && cp.Seq >= seq {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s at seq %d: %w", org, seq, errLedgerMismatch)
 }
 
 // List returns a page of org's records and the total.
@@ -187,11 +272,28 @@ func (s *Service) Verify(ctx context.Context, org string) (Verification, error) 
 }
 
 func (s *Service) verify(ctx context.Context, org string) (Verification, error) {
+	v := Verification{Valid: true, KeyID: s.keys.Current().ID}
+	// The ledger is read before the database head: it is written after
+	// the database commits, so it can only be behind the head read later,
+	// never ahead of it, unless records were deleted.
+	var ledgerSeq int64
+	var ledgerValue string
+	if s.ledger != nil {
+		seq, value, ok, err := s.ledger.Get(ctx, org)
+		switch {
+		case err != nil:
+			s.logger.Warn("audit head ledger unavailable", "organization_id", org, "err", err)
+			v.HeadLedger = "unavailable"
+		case !ok:
+			v.HeadLedger = "none"
+		default:
+			v.HeadLedger, ledgerSeq, ledgerValue = "checked", seq, value
+		}
+	}
 	head, err := s.store.Head(ctx, org)
 	if err != nil {
 		return Verification{}, fmt.Errorf("verify: read head: %w", err)
 	}
-	v := Verification{Valid: true, KeyID: s.keys.Current().ID}
 	broken := func(seq int64, eventID, reason string) (Verification, error) {
 		v.Valid = false
 		v.BrokenAt = &Broken{Seq: seq, EventID: eventID, Reason: reason}
@@ -236,6 +338,11 @@ func (s *Service) verify(ctx context.Context, org string) (Verification, error) 
 			if reason := s.check(r, prev, anchor, anchored); reason != "" {
 				return broken(r.Seq, r.EventID, reason)
 			}
+			if r.Seq == ledgerSeq && r.Hash != ledgerValue {
+				// The record the ledger recorded was replaced: the chain
+				// was cut back to before it and grew again.
+				return broken(r.Seq, r.EventID, ReasonTruncated)
+			}
 			if v.Checked == 0 {
 				v.FirstSeq = r.Seq
 			}
@@ -248,6 +355,11 @@ func (s *Service) verify(ctx context.Context, org string) (Verification, error) 
 	if next <= head {
 		// Records at the end of the chain are missing (the head says
 		// more were appended).
+		return broken(next, "", ReasonTruncated)
+	}
+	if ledgerSeq >= next {
+		// The ledger saw records the database no longer has, and the
+		// stored head was lowered to hide it.
 		return broken(next, "", ReasonTruncated)
 	}
 	return v, nil

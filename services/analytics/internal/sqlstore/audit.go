@@ -140,6 +140,33 @@ func (s *Store) Head(ctx context.Context, org string) (int64, error) {
 	return seq, nil
 }
 
+// Heads implements audit.Store.
+func (s *Store) Heads(ctx context.Context, orgs []string) (map[string]audit.ChainHead, error) {
+	out := make(map[string]audit.ChainHead, len(orgs))
+	if len(orgs) == 0 {
+		return out, nil
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(orgs)), ", ")
+	args := make([]any, len(orgs))
+	for i, o := range orgs {
+		args[i] = o
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT organization_id, seq, hash FROM audit_heads WHERE organization_id IN (`+marks+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read audit heads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var org string
+		var h audit.ChainHead
+		if err := rows.Scan(&org, &h.Seq, &h.Value); err != nil {
+			return nil, fmt.Errorf("read audit heads: %w", err)
+		}
+		out[org] = h
+	}
+	return out, rows.Err()
+}
+
 // Range implements audit.Store.
 func (s *Store) Range(ctx context.Context, org string, afterSeq, upTo int64, limit int) ([]audit.Record, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+recordColumns+` FROM audit_events
