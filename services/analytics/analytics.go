@@ -447,8 +447,9 @@ func (s *Service) pruneLoop(ctx context.Context) {
 	})
 }
 
-// VerifyAll verifies every organisation's chain and sets the integrity
-// gauge: 1 when all are valid, 0 otherwise.
+// VerifyAll verifies every organisation's chain, records the head of each
+// valid one in the head ledger, and sets the integrity gauge: 1 when all
+// are valid, 0 otherwise.
 func (s *Service) VerifyAll(ctx context.Context) error {
 	orgs, err := s.audit.Orgs(ctx)
 	if err != nil {
@@ -463,6 +464,12 @@ func (s *Service) VerifyAll(ctx context.Context) error {
 		if !v.Valid {
 			ok = false
 			s.logger.Error("audit chain broken", "organization_id", org, "seq", v.BrokenAt.Seq, "reason", v.BrokenAt.Reason)
+			continue
+		}
+		// Idle chains (and chains written before the ledger existed, or
+		// while NATS was unreachable) get their head recorded here.
+		if err := s.audit.RecordHeads(ctx, []string{org}); err != nil && ctx.Err() == nil {
+			s.logger.Error("record audit chain head", "organization_id", org, "err", err)
 		}
 	}
 	if ok {
