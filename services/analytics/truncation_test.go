@@ -74,7 +74,7 @@ func TestAttackAuditTruncateNewestRecords(t *testing.T) {
 	// move past the evidence, and verify names the replaced record.
 	send(6, 9)
 	waitFor(t, 10*time.Second, func() bool { return dbHead() == 7 && h.pending(t) == 0 })
-	if v := verify(); v.Valid || v.BrokenAt == nil || v.BrokenAt.Seq != 6 || v.BrokenAt.Reason != "truncated head" {
-		t.Errorf("Verify(after the chain grew again) = %+v %+v; want broken at 6: truncated head", v, v.BrokenAt)
+	if v := verify(); v.Valid || v.BrokenAt == nil || v.BrokenAt.Seq != 6 || v.BrokenAt.Reason != "ledger mismatch" {
+		t.Errorf("Verify(after the chain grew again) = %+v %+v; want broken at 6: ledger mismatch", v, v.BrokenAt)
 	}
 }

@@ -110,6 +110,11 @@ const (
 	// ReasonTruncated: records at the end of the chain are missing (the
 	// head says more were appended); Seq is the first missing one.
 	ReasonTruncated = "truncated head"
+	// ReasonLedgerMismatch: the record at the head recorded outside the
+	// database (the head ledger) is not the one recorded: records up to it
+	// were rewritten (by someone holding the key), or the chain was cut
+	// back and grew again.
+	ReasonLedgerMismatch = "ledger mismatch"
 	// ReasonInvalidCheckpoint: the checkpoint verification starts from is
 	// not signed by a known key.
 	ReasonInvalidCheckpoint = "invalid checkpoint"
@@ -339,9 +344,8 @@ func (s *Service) verify(ctx context.Context, org string) (Verification, error) 
 				return broken(r.Seq, r.EventID, reason)
 			}
 			if r.Seq == ledgerSeq && r.Hash != ledgerValue {
-				// The record the ledger recorded was replaced: the chain
-				// was cut back to before it and grew again.
-				return broken(r.Seq, r.EventID, ReasonTruncated)
+				// The record the ledger recorded was replaced.
+				return broken(r.Seq, r.EventID, ReasonLedgerMismatch)
 			}
 			if v.Checked == 0 {
 				v.FirstSeq = r.Seq
