@@ -48,6 +48,10 @@ type devSecrets struct {
 	KeyEncryptionKey string `json:"keyEncryptionKey"`
 	WebhookKey       string `json:"webhookKey,omitempty"`
 	DIDKey           string `json:"didKey,omitempty"`
+	// AuditKey keys the audit chain. A data directory made before it
+	// existed gets one on its next start; its audit chains were signed
+	// with the fixed development key, which the upgrade accepts once.
+	AuditKey string `json:"auditKey,omitempty"`
 }
 
 func loadOrCreateSecrets(dir string) (devSecrets, error) {
@@ -65,7 +69,7 @@ func loadOrCreateSecrets(dir string) (devSecrets, error) {
 	// Fill in what is missing (a new data directory, or one made by an
 	// older version that knew fewer services); existing keys never change.
 	changed := false
-	for _, k := range []*string{&s.InternalKey, &s.SecretPepper, &s.KeyEncryptionKey, &s.WebhookKey, &s.DIDKey} {
+	for _, k := range []*string{&s.InternalKey, &s.SecretPepper, &s.KeyEncryptionKey, &s.WebhookKey, &s.DIDKey, &s.AuditKey} {
 		if *k == "" {
 			*k, changed = randomHex(32), true
 		}
@@ -234,7 +238,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return tier.New(ctx, tier.DefaultConfig(), d)
 		},
 		"analytics": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
-			return analytics.New(ctx, analytics.DefaultConfig(), d)
+			cfg := analytics.DefaultConfig()
+			cfg.CheckpointKey = mustHex(secrets.AuditKey)
+			return analytics.New(ctx, cfg, d)
 		},
 		"webhook": func(ctx context.Context, d *svcrun.Deps) (svcrun.Service, error) {
 			cfg := webhook.DefaultConfig()

@@ -34,6 +34,7 @@ import (
 	"github.com/agentidp/agentidp/services/analytics/internal/audit"
 	"github.com/agentidp/agentidp/services/analytics/internal/compliance"
 	"github.com/agentidp/agentidp/services/analytics/internal/counting"
+	"github.com/agentidp/agentidp/services/analytics/internal/headledger"
 	"github.com/agentidp/agentidp/services/analytics/internal/httpapi"
 	astore "github.com/agentidp/agentidp/services/analytics/internal/sqlstore"
 	"github.com/agentidp/agentidp/services/analytics/migrations"
@@ -78,10 +79,19 @@ type Config struct {
 	// agentidp_audit_chain_integrity gauge (ANALYTICS_VERIFY_INTERVAL,
 	// default 1h).
 	VerifyInterval time.Duration
-	// CheckpointKey signs retention checkpoints (ANALYTICS_CHECKPOINT_KEY,
-	// 32+ bytes hex or base64). Required unless Deps.Embedded, where a
-	// fixed development key is used.
+	// CheckpointKey is the audit key (ANALYTICS_CHECKPOINT_KEY, 32+ bytes
+	// hex or base64): it keys every audit record (an HMAC chain) and signs
+	// retention checkpoints and upgrade anchors. It comes from the
+	// environment (a Kubernetes Secret, Vault agent), never from the
+	// analytics database, which is what makes the chain resist a database
+	// writer. Required unless Deps.Embedded, where a fixed development key
+	// is used when none is given (agentidp dev generates one).
 	CheckpointKey []byte
+	// PreviousCheckpointKeys are earlier audit keys
+	// (ANALYTICS_CHECKPOINT_PREVIOUS_KEYS, comma-separated): they only
+	// verify records and checkpoints written under them, so the key can
+	// rotate (docs/security.md).
+	PreviousCheckpointKeys [][]byte
 	// IdentityProvider is the identityProvider of agent cards
 	// (ANALYTICS_IDENTITY_PROVIDER, default "agentidp").
 	IdentityProvider string
@@ -129,16 +139,17 @@ func DefaultConfig() Config {
 func ConfigFromEnv(env *config.Env) Config {
 	d := DefaultConfig()
 	cfg := Config{
-		BatchSize:          env.Int("ANALYTICS_BATCH_SIZE", d.BatchSize),
-		AckWait:            env.Duration("ANALYTICS_ACK_WAIT", d.AckWait),
-		MaxDeliver:         env.Int("ANALYTICS_MAX_DELIVER", d.MaxDeliver),
-		PruneInterval:      env.Duration("ANALYTICS_PRUNE_INTERVAL", d.PruneInterval),
-		ProcessedRetention: d.ProcessedRetention,
-		AuditRetention:     d.AuditRetention,
-		RetentionInterval:  env.Duration("ANALYTICS_RETENTION_INTERVAL", d.RetentionInterval),
-		VerifyInterval:     env.Duration("ANALYTICS_VERIFY_INTERVAL", d.VerifyInterval),
-		CheckpointKey:      env.Key("ANALYTICS_CHECKPOINT_KEY", 32, false),
-		IdentityProvider:   env.String("ANALYTICS_IDENTITY_PROVIDER", d.IdentityProvider),
+		BatchSize:              env.Int("ANALYTICS_BATCH_SIZE", d.BatchSize),
+		AckWait:                env.Duration("ANALYTICS_ACK_WAIT", d.AckWait),
+		MaxDeliver:             env.Int("ANALYTICS_MAX_DELIVER", d.MaxDeliver),
+		PruneInterval:          env.Duration("ANALYTICS_PRUNE_INTERVAL", d.PruneInterval),
+		ProcessedRetention:     d.ProcessedRetention,
+		AuditRetention:         d.AuditRetention,
+		RetentionInterval:      env.Duration("ANALYTICS_RETENTION_INTERVAL", d.RetentionInterval),
+		VerifyInterval:         env.Duration("ANALYTICS_VERIFY_INTERVAL", d.VerifyInterval),
+		CheckpointKey:          env.Key("ANALYTICS_CHECKPOINT_KEY", 32, false),
+		PreviousCheckpointKeys: previousKeys(env),
+		IdentityProvider:       env.String("ANALYTICS_IDENTITY_PROVIDER", d.IdentityProvider),
 	}
 	if v := env.String("ANALYTICS_AUDIT_RETENTION", ""); v != "" {
 		r, err := parseRetention(v)
@@ -168,17 +179,33 @@ func ConfigFromEnv(env *config.Env) Config {
 	return cfg
 }
 
+// previousKeys reads ANALYTICS_CHECKPOINT_PREVIOUS_KEYS; a bad item is
+// reported by position, never by value.
+func previousKeys(env *config.Env) [][]byte {
+	var out [][]byte
+	for i, v := range env.List("ANALYTICS_CHECKPOINT_PREVIOUS_KEYS", nil) {
+		k, err := config.DecodeKey(v)
+		if err != nil || len(k) < audit.MinKeyLen {
+			env.Fail("ANALYTICS_CHECKPOINT_PREVIOUS_KEYS: item %d must be at least %d bytes, hex or base64 encoded", i+1, audit.MinKeyLen)
+			continue
+		}
+		out = append(out, k)
+	}
+	return out
+}
+
 // Env documents the service's own variables.
 var Env = map[string]string{
-	"ANALYTICS_BATCH_SIZE":         "events counted per transaction (default 256)",
-	"ANALYTICS_ACK_WAIT":           "redelivery delay of unacknowledged events (default 30s)",
-	"ANALYTICS_MAX_DELIVER":        "delivery attempts before the dead letter (default 10)",
-	"ANALYTICS_PRUNE_INTERVAL":     "how often processed event ids older than 8 days are deleted (default 1h)",
-	"ANALYTICS_AUDIT_RETENTION":    "audit retention of free-tier (and unknown-tier) organisations: 90d, 2160h or 0 = unlimited (default 90d; pro 365d, enterprise unlimited)",
-	"ANALYTICS_RETENTION_INTERVAL": "how often audit retention runs (default 1h)",
-	"ANALYTICS_VERIFY_INTERVAL":    "how often every audit chain is verified for agentidp_audit_chain_integrity (default 1h)",
-	"ANALYTICS_CHECKPOINT_KEY":     "key (32+ bytes, hex or base64) signing audit retention checkpoints; required outside agentidp dev",
-	"ANALYTICS_IDENTITY_PROVIDER":  "identityProvider of compliance agent cards (default agentidp)",
+	"ANALYTICS_BATCH_SIZE":               "events counted per transaction (default 256)",
+	"ANALYTICS_ACK_WAIT":                 "redelivery delay of unacknowledged events (default 30s)",
+	"ANALYTICS_MAX_DELIVER":              "delivery attempts before the dead letter (default 10)",
+	"ANALYTICS_PRUNE_INTERVAL":           "how often processed event ids older than 8 days are deleted (default 1h)",
+	"ANALYTICS_AUDIT_RETENTION":          "audit retention of free-tier (and unknown-tier) organisations: 90d, 2160h or 0 = unlimited (default 90d; pro 365d, enterprise unlimited)",
+	"ANALYTICS_RETENTION_INTERVAL":       "how often audit retention runs (default 1h)",
+	"ANALYTICS_VERIFY_INTERVAL":          "how often every audit chain is verified for agentidp_audit_chain_integrity (default 1h)",
+	"ANALYTICS_CHECKPOINT_KEY":           "audit key (32+ bytes, hex or base64): keys the audit chain (HMAC) and signs its checkpoints; required outside agentidp dev; keep it out of the database and its backups",
+	"ANALYTICS_CHECKPOINT_PREVIOUS_KEYS": "earlier audit keys, comma-separated, that only verify what was written under them (key rotation)",
+	"ANALYTICS_IDENTITY_PROVIDER":        "identityProvider of compliance agent cards (default agentidp)",
 }
 
 // Spec describes the analytics binary for svcrun.
@@ -254,8 +281,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		}
 		cfg.CheckpointKey = DevCheckpointKey
 	}
-	if len(cfg.CheckpointKey) < 32 {
-		return nil, errors.New("analytics: the checkpoint key must be at least 32 bytes")
+	keys, err := audit.NewKeyring(cfg.CheckpointKey, cfg.PreviousCheckpointKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("analytics: %w", err)
 	}
 	logger := d.Logger
 	if logger == nil {
@@ -272,9 +300,26 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if d.Cache == nil {
 		c = cache.NewMemory(cache.MemoryOptions{SweepInterval: -1})
 	}
-	store := astore.New(d.DB)
+	store := astore.New(d.DB, keys)
 	domain := counting.NewService(store, logger)
-	auditSvc := audit.NewService(store, cfg.CheckpointKey, logger)
+	auditSvc := audit.NewService(store, keys, logger)
+	// Chains written before the chain was keyed are anchored under the key
+	// before this replica appends. Checkpoints of that time were signed
+	// with the configured keys, or in embedded mode with the fixed dev key.
+	legacyKeys := keys.Secrets()
+	if d.Embedded {
+		legacyKeys = append(legacyKeys, DevCheckpointKey)
+	}
+	ledger, err := headledger.Ensure(ctx, d.JS, kvReplicas(d))
+	if err != nil {
+		return nil, fmt.Errorf("analytics: audit head ledger: %w", err)
+	}
+	auditSvc.UseLedger(ledger)
+	if err := auditSvc.Upgrade(ctx, legacyKeys); err != nil {
+		// Not fatal: the chain that could not be anchored fails
+		// verification, which is where it must be reported.
+		logger.Error("audit chain upgrade", "err", err)
+	}
 	comp := compliance.NewService(store, domain, auditSvc, c, cfg.IdentityProvider, logger)
 	gauge := httpx.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "agentidp_audit_chain_integrity",
@@ -294,6 +339,19 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	s.handler = httpapi.NewHandler(httpapi.Services{Counting: domain, Audit: auditSvc, Compliance: comp, Integrity: s.Integrity},
 		d.Codec, logger, httpx.NewMetrics(reg, Name))
 	return s, nil
+}
+
+// kvReplicas is NATS_STREAM_REPLICAS (default 1), which svcrun also uses
+// for the stream.
+func kvReplicas(d *svcrun.Deps) int {
+	if d.Getenv == nil {
+		return 1
+	}
+	n, err := strconv.Atoi(d.Getenv("NATS_STREAM_REPLICAS"))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
 }
 
 // Handler serves the public API.
@@ -343,10 +401,26 @@ func (s *Service) Run(ctx context.Context) error {
 
 func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {
 	envs := make([]events.Envelope, len(batch))
+	seen := map[string]bool{}
+	var orgs []string
 	for i, d := range batch {
 		envs[i] = d.Event
+		if org := d.Event.OrgID; org != "" && !seen[org] {
+			seen[org] = true
+			orgs = append(orgs, org)
+		}
 	}
-	return s.domain.Count(ctx, envs)
+	if err := s.domain.Count(ctx, envs); err != nil {
+		return err
+	}
+	// The batch is committed; a failure to record the heads outside the
+	// database must not redeliver it. A refusal (the chain lost the head
+	// recorded earlier) is evidence of tampering and is logged as such;
+	// verify reports it too.
+	if err := s.audit.RecordHeads(ctx, orgs); err != nil && ctx.Err() == nil {
+		s.logger.Error("record audit chain heads", "err", err)
+	}
+	return nil
 }
 
 // every runs fn now and then every d until ctx ends.
@@ -373,8 +447,9 @@ func (s *Service) pruneLoop(ctx context.Context) {
 	})
 }
 
-// VerifyAll verifies every organisation's chain and sets the integrity
-// gauge: 1 when all are valid, 0 otherwise.
+// VerifyAll verifies every organisation's chain, records the head of each
+// valid one in the head ledger, and sets the integrity gauge: 1 when all
+// are valid, 0 otherwise.
 func (s *Service) VerifyAll(ctx context.Context) error {
 	orgs, err := s.audit.Orgs(ctx)
 	if err != nil {
@@ -389,6 +464,12 @@ func (s *Service) VerifyAll(ctx context.Context) error {
 		if !v.Valid {
 			ok = false
 			s.logger.Error("audit chain broken", "organization_id", org, "seq", v.BrokenAt.Seq, "reason", v.BrokenAt.Reason)
+			continue
+		}
+		// Idle chains (and chains written before the ledger existed, or
+		// while NATS was unreachable) get their head recorded here.
+		if err := s.audit.RecordHeads(ctx, []string{org}); err != nil && ctx.Err() == nil {
+			s.logger.Error("record audit chain head", "organization_id", org, "err", err)
 		}
 	}
 	if ok {

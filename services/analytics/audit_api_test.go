@@ -13,6 +13,7 @@ import (
 	"github.com/agentidp/agentidp/libs/authn/authntest"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/services/analytics"
+	"github.com/agentidp/agentidp/services/analytics/internal/audit"
 	"github.com/google/uuid"
 )
 
@@ -163,7 +164,8 @@ func TestAuditComplianceAnalyticsAPI(t *testing.T) {
 
 	t.Run("verify", func(t *testing.T) {
 		code, _, raw := h.call(t, svc, auditor, "/api/v1/audit/verify")
-		if code != 200 || raw != `{"valid":true,"checked":8,"firstSeq":1,"lastSeq":8}`+"\n" && raw != `{"valid":true,"checked":8,"firstSeq":1,"lastSeq":8}` {
+		want := `{"valid":true,"checked":8,"firstSeq":1,"lastSeq":8,"keyId":"` + audit.KeyID(analytics.DefaultConfig().CheckpointKey) + `","headLedger":"checked"}`
+		if code != 200 || strings.TrimSuffix(raw, "\n") != want {
 			t.Errorf("GET /audit/verify = %d %s; want valid, 8 checked", code, raw)
 		}
 		if code, _, _ := h.call(t, svc, &authn.Identity{Subject: "a", OrgID: org, Scopes: []string{"agents:read"}}, "/api/v1/audit/verify"); code != 403 {

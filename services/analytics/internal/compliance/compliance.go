@@ -256,7 +256,7 @@ func (s *Service) build(ctx context.Context, org string) (Report, error) {
 	if today > 10 && float64(today) > 3*avg {
 		auth3.Status = StatusWarn
 	}
-	at1 := req("AT-001", "The audit log hash chain verifies from its latest signed checkpoint", StatusPass,
+	at1 := req("AT-001", "The keyed audit chain verifies from its latest signed checkpoint", StatusPass,
 		fmt.Sprintf("%d records verified (seq %d..%d)", v.Checked, v.FirstSeq, v.LastSeq))
 	if !v.Valid {
 		at1.Status = StatusFail
@@ -321,7 +321,7 @@ type Control struct {
 // the last background chain verification (known false before the first).
 func Controls(integrity, known bool) []Control {
 	audit := Control{ID: "CC7.2", Name: "Audit log integrity", Status: StatusPass,
-		Description: "Every event is recorded in a per-organisation SHA-256 hash chain verified hourly; retention trims behind HMAC-signed checkpoints."}
+		Description: "Every event is recorded in a per-organisation HMAC chain under a key kept outside the database, verified hourly; retention trims behind signed checkpoints."}
 	switch {
 	case !known:
 		audit.Status = StatusWarn

@@ -15,14 +15,14 @@ import (
 
 var errNoRows = sql.ErrNoRows
 
-const recordColumns = `organization_id, seq, event_id, agent_id, action, outcome, timestamp, source, metadata, prev_hash, hash`
+const recordColumns = `organization_id, seq, event_id, agent_id, action, outcome, timestamp, source, metadata, prev_hash, hash, chain_version, key_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanRecord(row scanner) (audit.Record, error) {
 	var r audit.Record
 	var ts any
-	if err := row.Scan(&r.OrganizationID, &r.Seq, &r.EventID, &r.AgentID, &r.Action, &r.Outcome, &ts, &r.Source, &r.Metadata, &r.PrevHash, &r.Hash); err != nil {
+	if err := row.Scan(&r.OrganizationID, &r.Seq, &r.EventID, &r.AgentID, &r.Action, &r.Outcome, &ts, &r.Source, &r.Metadata, &r.PrevHash, &r.Hash, &r.Version, &r.KeyID); err != nil {
 		return audit.Record{}, err
 	}
 	t, err := asTime(ts)
@@ -140,6 +140,33 @@ func (s *Store) Head(ctx context.Context, org string) (int64, error) {
 	return seq, nil
 }
 
+// Heads implements audit.Store.
+func (s *Store) Heads(ctx context.Context, orgs []string) (map[string]audit.ChainHead, error) {
+	out := make(map[string]audit.ChainHead, len(orgs))
+	if len(orgs) == 0 {
+		return out, nil
+	}
+	marks := strings.TrimSuffix(strings.Repeat("?, ", len(orgs)), ", ")
+	args := make([]any, len(orgs))
+	for i, o := range orgs {
+		args[i] = o
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT organization_id, seq, hash FROM audit_heads WHERE organization_id IN (`+marks+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read audit heads: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var org string
+		var h audit.ChainHead
+		if err := rows.Scan(&org, &h.Seq, &h.Value); err != nil {
+			return nil, fmt.Errorf("read audit heads: %w", err)
+		}
+		out[org] = h
+	}
+	return out, rows.Err()
+}
+
 // Range implements audit.Store.
 func (s *Store) Range(ctx context.Context, org string, afterSeq, upTo int64, limit int) ([]audit.Record, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+recordColumns+` FROM audit_events
@@ -154,8 +181,8 @@ func (s *Store) Range(ctx context.Context, org string, afterSeq, upTo int64, lim
 func (s *Store) LatestCheckpoint(ctx context.Context, org string) (audit.Checkpoint, bool, error) {
 	c := audit.Checkpoint{OrganizationID: org}
 	var at any
-	err := s.db.QueryRowContext(ctx, `SELECT seq, hash, created_at, signature FROM audit_checkpoints
-		WHERE organization_id = ? ORDER BY seq DESC LIMIT 1`, org).Scan(&c.Seq, &c.Hash, &at, &c.Signature)
+	err := s.db.QueryRowContext(ctx, `SELECT seq, hash, created_at, key_id, signature FROM audit_checkpoints
+		WHERE organization_id = ? ORDER BY seq DESC LIMIT 1`, org).Scan(&c.Seq, &c.Hash, &at, &c.KeyID, &c.Signature)
 	if errors.Is(err, sql.ErrNoRows) {
 		return audit.Checkpoint{}, false, nil
 	}
@@ -166,6 +193,131 @@ func (s *Store) LatestCheckpoint(ctx context.Context, org string) (audit.Checkpo
 		return audit.Checkpoint{}, false, fmt.Errorf("read checkpoint: %w", err)
 	}
 	return c, true, nil
+}
+
+// Anchor implements audit.Store.
+func (s *Store) Anchor(ctx context.Context, org string) (audit.Anchor, bool, error) {
+	a := audit.Anchor{OrganizationID: org}
+	var at any
+	err := s.db.QueryRowContext(ctx, `SELECT seq, hash, created_at, key_id, signature FROM audit_anchors WHERE organization_id = ?`, org).
+		Scan(&a.Seq, &a.Hash, &at, &a.KeyID, &a.Signature)
+	if errors.Is(err, sql.ErrNoRows) {
+		return audit.Anchor{}, false, nil
+	}
+	if err != nil {
+		return audit.Anchor{}, false, fmt.Errorf("read anchor: %w", err)
+	}
+	if a.CreatedAt, err = asTime(at); err != nil {
+		return audit.Anchor{}, false, fmt.Errorf("read anchor: %w", err)
+	}
+	return a, true, nil
+}
+
+// Unanchored implements audit.Store. Once every chain is upgraded this
+// costs two index probes per chain, at start only.
+func (s *Store) Unanchored(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT h.organization_id FROM audit_heads h
+		WHERE NOT EXISTS (SELECT 1 FROM audit_anchors a WHERE a.organization_id = h.organization_id)
+		AND NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.organization_id = h.organization_id AND e.chain_version <> 1)
+		ORDER BY h.organization_id`)
+	if err != nil {
+		return nil, fmt.Errorf("list unanchored chains: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var org string
+		if err := rows.Scan(&org); err != nil {
+			return nil, fmt.Errorf("list unanchored chains: %w", err)
+		}
+		out = append(out, org)
+	}
+	return out, rows.Err()
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// legacy reads org's legacy state in the order that keeps it cheap once a
+// chain is upgraded: the anchor (one index lookup), then any keyed record,
+// and only for a chain with neither the last unkeyed one.
+func legacy(ctx context.Context, q querier, org string) (audit.Legacy, error) {
+	var l audit.Legacy
+	var n int64
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM audit_anchors WHERE organization_id = ?`, org).Scan(&n); err != nil {
+		return l, fmt.Errorf("read anchor: %w", err)
+	}
+	if l.Anchored = n > 0; l.Anchored {
+		return l, nil
+	}
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM audit_events WHERE organization_id = ? AND chain_version <> 1 LIMIT 1) k`, org).Scan(&n); err != nil {
+		return l, fmt.Errorf("find keyed records: %w", err)
+	}
+	if l.Keyed = n > 0; l.Keyed {
+		return l, nil
+	}
+	if err := q.QueryRowContext(ctx, `SELECT COALESCE(max(seq), 0) FROM audit_events WHERE organization_id = ? AND chain_version = 1`, org).Scan(&l.LastUnkeyed); err != nil {
+		return l, fmt.Errorf("find unkeyed records: %w", err)
+	}
+	return l, nil
+}
+
+// Legacy implements audit.Store. LastUnkeyed is only read for a chain that
+// is neither anchored nor keyed (it is 0 otherwise).
+func (s *Store) Legacy(ctx context.Context, org string) (audit.Legacy, error) {
+	return legacy(ctx, s.db, org)
+}
+
+var errAnchorRace = errors.New("chain changed since it was read")
+
+// WriteAnchor implements audit.Store. It locks the chain head like an
+// append, so it cannot interleave with one.
+func (s *Store) WriteAnchor(ctx context.Context, org string, a *audit.Anchor, resign *audit.Checkpoint) (bool, error) {
+	err := s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
+		lock := `SELECT seq FROM audit_heads WHERE organization_id = ?`
+		if tx.Driver() == sqlstore.Postgres {
+			lock += ` FOR UPDATE`
+		}
+		var head int64
+		if err := tx.QueryRowContext(ctx, lock, org).Scan(&head); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return errAnchorRace
+			}
+			return fmt.Errorf("lock head: %w", err)
+		}
+		l, err := legacy(ctx, tx, org)
+		if err != nil {
+			return err
+		}
+		if l.Anchored || l.Keyed || (a != nil && l.LastUnkeyed != a.Seq) {
+			return errAnchorRace
+		}
+		if a != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_anchors (organization_id, seq, hash, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)`,
+				org, a.Seq, a.Hash, a.CreatedAt.UTC(), a.KeyID, a.Signature); err != nil {
+				return fmt.Errorf("insert anchor: %w", err)
+			}
+		}
+		if resign != nil {
+			res, err := tx.ExecContext(ctx, `UPDATE audit_checkpoints SET key_id = ?, signature = ? WHERE organization_id = ? AND seq = ? AND key_id = ''`,
+				resign.KeyID, resign.Signature, org, resign.Seq)
+			if err != nil {
+				return fmt.Errorf("re-sign checkpoint: %w", err)
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return errAnchorRace
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errAnchorRace) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("anchor %s: %w", org, err)
+	}
+	return true, nil
 }
 
 // Orgs implements audit.Store.
@@ -189,7 +341,7 @@ func (s *Store) Orgs(ctx context.Context) ([]string, error) {
 // Purge implements audit.Store. On PostgreSQL the chain head is locked for
 // the transaction so that concurrent retention runs of replicas do not
 // interleave.
-func (s *Store) Purge(ctx context.Context, org string, before, now time.Time, sign func(seq int64, hash string) string) (int64, error) {
+func (s *Store) Purge(ctx context.Context, org string, before, now time.Time, sign func(seq int64, hash string) (string, string)) (int64, error) {
 	var deleted int64
 	err := s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
 		lock := `SELECT seq FROM audit_heads WHERE organization_id = ?`
@@ -224,8 +376,9 @@ func (s *Store) Purge(ctx context.Context, org string, before, now time.Time, si
 		if err := tx.QueryRowContext(ctx, `SELECT hash FROM audit_events WHERE organization_id = ? AND seq = ?`, org, last).Scan(&hash); err != nil {
 			return fmt.Errorf("record %d: %w", last, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_checkpoints (organization_id, seq, hash, created_at, signature) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (organization_id, seq) DO NOTHING`, org, last, hash, now.UTC(), sign(last, hash)); err != nil {
+		keyID, signature := sign(last, hash)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO audit_checkpoints (organization_id, seq, hash, created_at, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (organization_id, seq) DO NOTHING`, org, last, hash, now.UTC(), keyID, signature); err != nil {
 			return fmt.Errorf("write checkpoint: %w", err)
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE organization_id = ? AND seq <= ?`, org, last)

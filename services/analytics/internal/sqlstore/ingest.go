@@ -68,8 +68,8 @@ RETURNING seq, hash`
 // appendPostgres inserts an organisation's new records and moves its head.
 const appendPostgres = `
 WITH rec AS (
-    INSERT INTO audit_events (organization_id, seq, event_id, agent_id, action, outcome, timestamp, source, metadata, prev_hash, hash)
-    SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[])
+    INSERT INTO audit_events (organization_id, seq, event_id, agent_id, action, outcome, timestamp, source, metadata, prev_hash, hash, chain_version, key_id)
+    SELECT $1, u.*, $14::smallint, $15::text FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[]) AS u
 )
 UPDATE audit_heads SET seq = $12, hash = $13 WHERE organization_id = $1`
 
@@ -283,10 +283,11 @@ func (s *Store) applyPostgres(ctx context.Context, batch []counting.Event, now t
 	}
 
 	chainOrgs, entries := chains(fresh, audited)
+	key := s.keys.Current()
 	write := &pgx.Batch{}
 	for _, org := range chainOrgs {
 		h := heads[org]
-		recs := audit.Append(org, h.seq, h.hash, entries[org])
+		recs := audit.Append(key, org, h.seq, h.hash, entries[org])
 		k := len(recs)
 		seqs, evIDs, agents, actions, outcomes, sources, metas, prevs, hashes :=
 			make([]int64, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k), make([]string, k)
@@ -296,7 +297,7 @@ func (s *Store) applyPostgres(ctx context.Context, batch []counting.Event, now t
 			times[i], sources[i], metas[i], prevs[i], hashes[i] = r.Timestamp, r.Source, r.Metadata, r.PrevHash, r.Hash
 		}
 		last := recs[k-1]
-		write.Queue(appendPostgres, org, seqs, evIDs, agents, actions, outcomes, times, sources, metas, prevs, hashes, last.Seq, last.Hash)
+		write.Queue(appendPostgres, org, seqs, evIDs, agents, actions, outcomes, times, sources, metas, prevs, hashes, last.Seq, last.Hash, audit.VersionKeyed, key.ID)
 	}
 	for _, e := range fresh {
 		for _, st := range readModelStatements(e) {
@@ -408,11 +409,11 @@ func (s *Store) applySQLite(ctx context.Context, batch []counting.Event, now tim
 			if err != nil && !errors.Is(err, errNoRows) {
 				return fmt.Errorf("read audit head of %s: %w", org, err)
 			}
-			recs := audit.Append(org, seq, hash, entries[org])
+			recs := audit.Append(s.keys.Current(), org, seq, hash, entries[org])
 			for _, r := range recs {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (organization_id, seq, event_id, agent_id, action, outcome, timestamp, source, metadata, prev_hash, hash)
-					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-					r.OrganizationID, r.Seq, r.EventID, r.AgentID, r.Action, r.Outcome, r.Timestamp, r.Source, r.Metadata, r.PrevHash, r.Hash); err != nil {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO audit_events (organization_id, seq, event_id, agent_id, action, outcome, timestamp, source, metadata, prev_hash, hash, chain_version, key_id)
+					VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+					r.OrganizationID, r.Seq, r.EventID, r.AgentID, r.Action, r.Outcome, r.Timestamp, r.Source, r.Metadata, r.PrevHash, r.Hash, r.Version, r.KeyID); err != nil {
 					return fmt.Errorf("append audit record %s: %w", r.EventID, err)
 				}
 			}

@@ -17,7 +17,8 @@ import (
 
 // Store implements counting.Store, audit.Store and compliance.Store.
 type Store struct {
-	db *sqlstore.DB
+	db   *sqlstore.DB
+	keys *audit.Keyring
 }
 
 var (
@@ -26,8 +27,9 @@ var (
 	_ compliance.Store = (*Store)(nil)
 )
 
-// New returns a store over db, which must have the analytics migrations.
-func New(db *sqlstore.DB) *Store { return &Store{db: db} }
+// New returns a store over db, which must have the analytics migrations;
+// keys' current key keys the audit records it appends.
+func New(db *sqlstore.DB, keys *audit.Keyring) *Store { return &Store{db: db, keys: keys} }
 
 // uniqueSorted drops repeated ids (keeping the first) and sorts by id.
 func uniqueSorted(batch []counting.Event) []counting.Event {

@@ -21,22 +21,46 @@ type FullStore interface {
 	compliance.Store
 }
 
-// Exec runs raw SQL ('?' placeholders) against the store's database, to
-// tamper with it the way an attacker with database access would.
+// Exec runs raw SQL ('?' placeholders) against the store's database on a
+// connection of its own, to tamper with it the way an attacker with
+// database access would.
 type Exec func(t *testing.T, query string, args ...any)
 
-// RunAudit runs the audit chain, retention and read-model suite; newStore
-// must return an empty store and an Exec on its database each call.
-func RunAudit(t *testing.T, newStore func(t *testing.T) (FullStore, Exec)) {
+// AuditDB is one empty database of a backend under test.
+type AuditDB struct {
+	// Exec tampers with the database directly.
+	Exec Exec
+	// Open applies every migration (idempotent) and returns a store on the
+	// database whose appends are keyed by keys.
+	Open func(keys *audit.Keyring) FullStore
+}
+
+// NewAuditDB returns an empty database. With legacy true it holds only
+// the schema the code before the keyed chain migrated (migrations up to
+// LegacyMigration), until Open migrates the rest.
+type NewAuditDB func(t *testing.T, legacy bool) AuditDB
+
+// LegacyMigration is the last migration of the unkeyed chain's schema.
+const LegacyMigration = "0002"
+
+// RunAudit runs the audit chain, retention and read-model suite; newDB
+// must return an empty database each call. The attacks (AttackRewrite,
+// AttackKeyMismatch, AttackUpgradedRewrite) are run by tests of their own
+// name on each backend.
+func RunAudit(t *testing.T, newDB NewAuditDB) {
+	newStore := func(t *testing.T) (FullStore, Exec) {
+		db := newDB(t, false)
+		return db.Open(Keys), db.Exec
+	}
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s FullStore, exec Exec)
 	}{
 		{"ChainAcrossBatchesAndRedelivery", testChain},
-		{"TamperedFieldIsHashMismatch", testTamperField},
-		{"TamperedLinkIsBrokenLink", testTamperLink},
+		{"TamperedFieldIsMACMismatch", testTamperField},
+		{"TamperedRecordRehashedIsMACMismatch", testTamperLink},
 		{"DeletedMiddleRowIsGap", testDeleteMiddle},
-		{"DeletedLastRowIsGap", testDeleteLast},
+		{"DeletedLastRowIsTruncatedHead", testDeleteLast},
 		{"ConcurrentWritersNeverFork", testConcurrentChain},
 		{"RetentionCheckpointKeepsVerifyValid", testRetention},
 		{"ForgedCheckpointRejected", testForgedCheckpoint},
@@ -54,7 +78,18 @@ func RunAudit(t *testing.T, newStore func(t *testing.T) (FullStore, Exec)) {
 
 var key = []byte("0123456789abcdef0123456789abcdef")
 
-func svc(s FullStore) *audit.Service { return audit.NewService(s, key, nil) }
+// Keys is the keyring of the suite's stores and services.
+var Keys = mustKeyring(key)
+
+func mustKeyring(current []byte, previous ...[]byte) *audit.Keyring {
+	r, err := audit.NewKeyring(current, previous...)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+func svc(s FullStore) *audit.Service { return audit.NewService(s, Keys, nil) }
 
 // auditEvs returns events i in [from, to) of org, one minute apart, with
 // alternating agents and actions.
@@ -110,7 +145,7 @@ func chainOf(t *testing.T, s FullStore, orgID string) []audit.Record {
 	seen := map[string]bool{}
 	prev := ""
 	for i, r := range recs {
-		if r.Seq != int64(i+1) || r.PrevHash != prev || seen[r.EventID] || r.ComputeHash() != r.Hash {
+		if r.Seq != int64(i+1) || r.PrevHash != prev || seen[r.EventID] || r.ComputeMAC(Keys.Current()) != r.Hash {
 			t.Fatalf("Got(record %d) = seq %d prev %q event %s; want seq %d prev %q, event once, hash ok", i, r.Seq, r.PrevHash, r.EventID, i+1, prev)
 		}
 		seen[r.EventID] = true
@@ -150,22 +185,27 @@ func testTamperField(t *testing.T, s FullStore, exec Exec) {
 	apply(t, s, auditEvs(other, 0, 5))
 	// Record 7 is event 6, an auth.failed: its outcome is "failure".
 	exec(t, `UPDATE audit_events SET outcome = 'success' WHERE organization_id = ? AND seq = 7`, org)
-	wantBroken(t, verify(t, s, org), 7, audit.ReasonHashMismatch)
+	wantBroken(t, verify(t, s, org), 7, audit.ReasonMACMismatch)
 	wantValid(t, verify(t, s, other), 5, 1, 5)
 	exec(t, `UPDATE audit_events SET outcome = 'failure' WHERE organization_id = ? AND seq = 7`, org)
 	wantValid(t, verify(t, s, org), 20, 1, 20)
 	exec(t, `UPDATE audit_events SET metadata = '{"n":13,"jti":"forged"}' WHERE organization_id = ? AND seq = 14`, org)
-	wantBroken(t, verify(t, s, org), 14, audit.ReasonHashMismatch)
+	wantBroken(t, verify(t, s, org), 14, audit.ReasonMACMismatch)
 }
 
 func testTamperLink(t *testing.T, s FullStore, exec Exec) {
 	apply(t, s, auditEvs(org, 0, 20))
-	// The attacker rewrites record 7 and recomputes its hash: the next
-	// record no longer links to it.
+	// The attacker rewrites record 7 and recomputes its hash the unkeyed
+	// way: without the key its chain value cannot be right.
 	recs := chainOf(t, s, org)
 	r := recs[6]
 	r.AgentID = "someone-else"
 	exec(t, `UPDATE audit_events SET agent_id = ?, hash = ? WHERE organization_id = ? AND seq = 7`, r.AgentID, r.ComputeHash(), org)
+	wantBroken(t, verify(t, s, org), 7, audit.ReasonMACMismatch)
+	// Restoring the record but not its value leaves the next link broken.
+	exec(t, `UPDATE audit_events SET agent_id = ? WHERE organization_id = ? AND seq = 7`, recs[6].AgentID, org)
+	exec(t, `UPDATE audit_events SET hash = ? WHERE organization_id = ? AND seq = 7`, recs[6].Hash, org)
+	exec(t, `UPDATE audit_events SET prev_hash = ? WHERE organization_id = ? AND seq = 8`, r.ComputeHash(), org)
 	wantBroken(t, verify(t, s, org), 8, audit.ReasonBrokenLink)
 }
 
@@ -178,7 +218,7 @@ func testDeleteMiddle(t *testing.T, s FullStore, exec Exec) {
 func testDeleteLast(t *testing.T, s FullStore, exec Exec) {
 	apply(t, s, auditEvs(org, 0, 20))
 	exec(t, `DELETE FROM audit_events WHERE organization_id = ? AND seq >= 19`, org)
-	wantBroken(t, verify(t, s, org), 19, audit.ReasonGap)
+	wantBroken(t, verify(t, s, org), 19, audit.ReasonTruncated)
 }
 
 // testConcurrentChain applies overlapping batches of one organisation from
@@ -239,7 +279,7 @@ func testRetention(t *testing.T, s FullStore, _ Exec) {
 	}
 	v := verify(t, s, org)
 	wantValid(t, v, 15, 11, 25)
-	if v.Checkpoint == nil || v.Checkpoint.Seq != 10 {
+	if v.Checkpoint == nil || v.Checkpoint.Seq != 10 || v.Checkpoint.KeyID != Keys.Current().ID {
 		t.Errorf("Got(checkpoint) = %+v; want seq 10", v.Checkpoint)
 	}
 	if n, err := a.Retain(ctx, org, 90*24*time.Hour); err != nil || n != 0 {
@@ -256,7 +296,7 @@ func testRetention(t *testing.T, s FullStore, _ Exec) {
 		t.Errorf("Retain(0) = %d, %v; want 0, nil", n, err)
 	}
 	// A checkpoint signed with another key is rejected.
-	other := audit.NewService(s, []byte("another key, also 32 bytes long!"), nil)
+	other := audit.NewService(s, mustKeyring([]byte("another key, also 32 bytes long!")), nil)
 	if v, err := other.Verify(ctx, org); err != nil || v.Valid || v.BrokenAt.Reason != audit.ReasonInvalidCheckpoint {
 		t.Errorf("Verify(other key) = %+v, %v; want invalid checkpoint", v, err)
 	}
@@ -268,8 +308,14 @@ func testForgedCheckpoint(t *testing.T, s FullStore, exec Exec) {
 	// An attacker deletes records 1..12 and plants a checkpoint without the
 	// key.
 	exec(t, `DELETE FROM audit_events WHERE organization_id = ? AND seq <= 12`, org)
-	exec(t, `INSERT INTO audit_checkpoints (organization_id, seq, hash, created_at, signature) VALUES (?, 12, ?, ?, ?)`,
-		org, recs[11].Hash, now, audit.SignCheckpoint([]byte("guessed-key-guessed-key-guessed!"), org, 12, recs[11].Hash))
+	guessed := audit.Key{ID: Keys.Current().ID, Secret: []byte("guessed-key-guessed-key-guessed!")}
+	exec(t, `INSERT INTO audit_checkpoints (organization_id, seq, hash, created_at, key_id, signature) VALUES (?, 12, ?, ?, ?, ?)`,
+		org, recs[11].Hash, now, guessed.ID, audit.SignCheckpoint(guessed, org, 12, recs[11].Hash))
+	wantBroken(t, verify(t, s, org), 12, audit.ReasonInvalidCheckpoint)
+	// So is one in the format of before the upgrade, even when signed with
+	// the real key: only the one-time upgrade reads those.
+	exec(t, `UPDATE audit_checkpoints SET key_id = '', signature = ? WHERE organization_id = ? AND seq = 12`,
+		audit.SignLegacyCheckpoint(key, org, 12, recs[11].Hash), org)
 	wantBroken(t, verify(t, s, org), 12, audit.ReasonInvalidCheckpoint)
 	// Retention refuses to run on a chain that does not verify.
 	if n, err := svc(s).Retain(context.Background(), org, time.Hour); err == nil || n != 0 {
