@@ -100,7 +100,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataDir := flags.String("data", ".agentidp", "data directory (created if missing)")
 	addr := flags.String("addr", "127.0.0.1:8080", "gateway listen address")
 	internalAddr := flags.String("internal-addr", "127.0.0.1:9090", "gateway health and metrics address")
-	natsListen := flags.String("nats-listen", "", "also expose the embedded NATS server on this address (default: in-process only)")
+	natsListen := flags.String("nats-listen", "", "also expose the embedded NATS server on HOST:PORT (a bare :PORT means 127.0.0.1), with the user and password of DIR/"+natsCredentialsFile+" (default: in-process only)")
+	natsNoAuth := flags.Bool("nats-no-auth", false, "expose --nats-listen without authentication (refused on a non-loopback address)")
 	logLevel := flags.String("log-level", "info", "debug, info, warn or error")
 	var boot bootstrapOptions
 	boot.register(flags)
@@ -110,6 +111,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	natsOpts, natsCreds, err := devNATSOptions(*dataDir, *natsListen, *natsNoAuth)
+	if err != nil {
+		return err
+	}
 	secrets, err := loadOrCreateSecrets(*dataDir)
 	if err != nil {
 		return err
@@ -117,21 +122,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logger := svcrun.NewLogger(stderr, *logLevel)
 	start := time.Now()
 
-	natsOpts := natsbus.EmbeddedOptions{StoreDir: filepath.Join(*dataDir, "nats")}
-	if *natsListen != "" {
-		host, port, err := net.SplitHostPort(*natsListen)
-		if err != nil {
-			return fmt.Errorf("--nats-listen: %w", err)
-		}
-		natsOpts.Listen, natsOpts.Host = true, host
-		fmt.Sscanf(port, "%d", &natsOpts.Port)
-	}
 	ns, err := natsbus.StartEmbedded(natsOpts)
 	if err != nil {
 		return err
 	}
 	defer ns.Shutdown()
 	fmt.Fprintf(stdout, "embedded NATS with JetStream ready (%s)\n", natsOpts.StoreDir)
+	switch {
+	case natsOpts.Listen && natsCreds != "":
+		fmt.Fprintf(stdout, "NATS listening on %s (user and password in %s)\n", ns.URL(), natsCreds)
+	case natsOpts.Listen:
+		fmt.Fprintf(stdout, "NATS listening on %s WITHOUT authentication (--nats-no-auth): anyone on this machine can read every event and purge revocations\n", ns.URL())
+	}
 
 	codec, err := authn.NewCodec(mustHex(secrets.InternalKey))
 	if err != nil {

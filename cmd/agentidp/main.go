@@ -52,11 +52,12 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `agentidp — identity provider for AI agents
 
 Usage:
-  agentidp dev [--data DIR] [--addr HOST:PORT] [--internal-addr HOST:PORT] [--nats-listen HOST:PORT]
+  agentidp dev [--data DIR] [--addr HOST:PORT] [--internal-addr HOST:PORT] [--nats-listen HOST:PORT [--nats-no-auth]]
       Run every service in one process on embedded defaults (NATS, SQLite,
       in-process cache, local sealed secrets). State lives in DIR and survives
       restarts; the first start creates an organisation and an admin agent and
-      prints its credentials once.
+      prints its credentials once. --nats-listen exposes NATS (loopback unless
+      a host is named) with the user and password of DIR/nats-credentials.json.
   agentidp bootstrap [--org-name NAME] [--org-slug SLUG] [--admin-email EMAIL]
       Create the first organisation and admin agent in the production
       databases (DATABASE_URL, TOKEN_DATABASE_SCHEMA, TIER_DATABASE_SCHEMA,
