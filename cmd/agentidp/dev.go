@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -79,6 +80,31 @@ func loadOrCreateSecrets(dir string) (devSecrets, error) {
 	return s, nil
 }
 
+// readSecrets reads DIR/secrets.json as it must be beside existing data:
+// every key present and well formed. Any problem is an error naming the
+// file, never new keys, which would make every secret and token in the
+// data unusable.
+func readSecrets(dir string) (devSecrets, error) {
+	path := filepath.Join(dir, "secrets.json")
+	var s devSecrets
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, fmt.Errorf("%s is missing but %s holds data sealed with its keys: restore the file from a backup (or start with an empty data directory)", path, dir)
+	}
+	if err != nil {
+		return s, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("%s is unreadable (%v): restore it from a backup; new keys would make the existing data unusable", path, err)
+	}
+	for name, k := range map[string]string{"internalKey": s.InternalKey, "secretPepper": s.SecretPepper, "keyEncryptionKey": s.KeyEncryptionKey} {
+		if b, err := hex.DecodeString(k); err != nil || len(b) < 32 {
+			return s, fmt.Errorf("%s: %s is missing or not 32 hex-encoded bytes: restore the file from a backup; new keys would make the existing data unusable", path, name)
+		}
+	}
+	return s, nil
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -108,12 +134,33 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	// Every port is bound before anything is written: a busy port must end
+	// the start before the first one creates the admin agent and prints
+	// its secret, or the secret is lost with the failed start.
+	lst, err := bindDevListeners(*addr, *internalAddr)
+	if err != nil {
+		return err
 	}
+	defer lst.close()
+	listeners, gwListener, gwInternal := lst.backends, lst.gateway, lst.internal
+	gatewayURL := "http://" + gwListener.Addr().String()
+
 	natsOpts, natsCreds, err := devNATSOptions(*dataDir, *natsListen, *natsNoAuth)
 	if err != nil {
 		return err
+	}
+	if natsOpts.Listen && natsOpts.Port > 0 {
+		// nats-server reports a busy port only in its log, after a long
+		// wait; probe it first for a clear error.
+		hostPort := net.JoinHostPort(natsOpts.Host, strconv.Itoa(natsOpts.Port))
+		l, err := net.Listen("tcp", hostPort)
+		if err != nil {
+			return bindError("NATS", "--nats-listen", hostPort, err)
+		}
+		l.Close()
+	}
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
 	}
 	secrets, err := loadOrCreateSecrets(*dataDir)
 	if err != nil {
@@ -184,28 +231,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	first.NATS.Close()
-
-	gatewayURL := "http://" + *addr
-	listeners := map[string]net.Listener{}
-	for _, name := range backendServices {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		listeners[name] = l
-	}
-	gwListener, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("gateway listen %s: %w", *addr, err)
-	}
-	gwInternal, err := net.Listen("tcp", *internalAddr)
-	if err != nil {
-		gwListener.Close()
-		return fmt.Errorf("gateway internal listen %s: %w", *internalAddr, err)
-	}
-	if gwListener.Addr().String() != *addr {
-		gatewayURL = "http://" + gwListener.Addr().String()
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

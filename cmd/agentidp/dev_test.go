@@ -5,6 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -199,4 +203,185 @@ func TestAttackDevNATSListenerRequiresAuth(t *testing.T) {
 			t.Errorf("--nats-listen %s --nats-no-auth: refused start left %d files in the data directory", addr, len(entries))
 		}
 	}
+}
+
+var (
+	runningRE = regexp.MustCompile(`AgentIdP is running at (\S+) `)
+	clientRE  = regexp.MustCompile(`client_id:\s+(\S+)\s+client_secret:\s+(\S+)`)
+)
+
+func (d *devRun) gatewayURL(t *testing.T) string {
+	t.Helper()
+	m := runningRE.FindStringSubmatch(d.out.String())
+	if m == nil {
+		t.Fatalf("no gateway URL in:\n%s", d.out)
+	}
+	return m[1]
+}
+
+// adminCredentials returns the client id and secret printed in out.
+func adminCredentials(t *testing.T, out string) (id, secret string) {
+	t.Helper()
+	m := clientRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no credentials in:\n%s", out)
+	}
+	return m[1], m[2]
+}
+
+// tokenFor asks the gateway for a client_credentials token and returns
+// the status code and the access token.
+func tokenFor(t *testing.T, gw, id, secret, scope string) (int, string) {
+	t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}}
+	if scope != "" {
+		form.Set("scope", scope)
+	}
+	req, err := http.NewRequest(http.MethodPost, gw+"/oauth2/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(id, secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body.AccessToken
+}
+
+// TestBusyPortLeavesNoHalfBootstrappedData: a first start that ends on a
+// busy port used to create the admin agent and print its secret first, so
+// the next start said the admin existed and the secret was lost. Now every
+// port is bound before anything is written.
+func TestBusyPortLeavesNoHalfBootstrappedData(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, flagName := range []string{"--addr", "--internal-addr"} {
+		t.Run(flagName, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			args := loopbackArgs(dir)
+			for i, a := range args {
+				if a == flagName {
+					args[i+1] = busy.Addr().String()
+				}
+			}
+			d := startDev(t, args...)
+			err := d.wait(t)
+			if err == nil || !strings.Contains(err.Error(), busy.Addr().String()+": the address is already in use") || !strings.Contains(err.Error(), flagName+" HOST:PORT") {
+				t.Fatalf("start on a busy port: %v; want an error naming the address and %s", err, flagName)
+			}
+			if strings.Contains(d.out.String(), "client_secret") {
+				t.Fatalf("a failed start printed a secret:\n%s", d.out)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("a failed start wrote the data directory (stat: %v)", err)
+			}
+
+			d2 := startDev(t, loopbackArgs(dir)...)
+			d2.waitRunning(t)
+			id, secret := adminCredentials(t, d2.out.String())
+			if code, _ := tokenFor(t, d2.gatewayURL(t), id, secret, ""); code != http.StatusOK {
+				t.Fatalf("token with the secret of the start after the failed one: %d", code)
+			}
+		})
+	}
+}
+
+// TestAdminResetCredentialsRecoversLostSecret: a lost admin secret could
+// only be replaced by deleting the data directory. `agentidp admin
+// reset-credentials --data DIR` revokes the old credential, prints a new
+// secret once and leaves an audit trail.
+func TestAdminResetCredentialsRecoversLostSecret(t *testing.T) {
+	dir := t.TempDir()
+	d := startDev(t, loopbackArgs(dir)...)
+	d.waitRunning(t)
+	id, oldSecret := adminCredentials(t, d.out.String())
+	if code, _ := tokenFor(t, d.gatewayURL(t), id, oldSecret, ""); code != http.StatusOK {
+		t.Fatalf("token with the first secret: %d", code)
+	}
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"agentidp", "admin", "reset-credentials", "--data", dir}, noEnv, &out, &out); err != nil {
+		t.Fatalf("reset-credentials: %v\n%s", err, &out)
+	}
+	if !strings.Contains(out.String(), "revoked 1 credential(s) of agent "+id) {
+		t.Errorf("reset output:\n%s\nwant one credential of %s revoked", &out, id)
+	}
+	newID, newSecret := adminCredentials(t, out.String())
+	if newID != id || newSecret == oldSecret {
+		t.Fatalf("reset gave %s/%s; want the same agent and a new secret", newID, newSecret)
+	}
+
+	d2 := startDev(t, loopbackArgs(dir)...)
+	d2.waitRunning(t)
+	if strings.Contains(d2.out.String(), "client_secret") {
+		t.Errorf("the restart printed a secret again:\n%s", d2.out)
+	}
+	gw := d2.gatewayURL(t)
+	if code, _ := tokenFor(t, gw, id, oldSecret, ""); code != http.StatusUnauthorized {
+		t.Errorf("token with the revoked secret: %d, want 401", code)
+	}
+	code, tok := tokenFor(t, gw, id, newSecret, "audit:read")
+	if code != http.StatusOK {
+		t.Fatalf("token with the new secret: %d", code)
+	}
+	// The audit log records the reset: the revocation and the new credential.
+	for _, action := range []string{"credential.revoked", "credential.generated"} {
+		want := map[string]int{"credential.revoked": 1, "credential.generated": 2}[action] // bootstrap's and the reset's
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			n := auditCount(t, gw, tok, id, action)
+			if n == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("audit %s for %s: %d events, want %d", action, id, n, want)
+			}
+			time.Sleep(50 * time.Millisecond) // the analytics consumer catches up asynchronously
+		}
+	}
+
+	// An unknown agent, and a directory without data: clear errors.
+	if err := run(context.Background(), []string{"agentidp", "admin", "reset-credentials", "--data", dir, "--agent", "01234567-0000-7000-8000-000000000000"}, noEnv, &out, &out); err == nil || !strings.Contains(err.Error(), "no agent") {
+		t.Errorf("unknown agent: %v", err)
+	}
+	empty := t.TempDir()
+	if err := run(context.Background(), []string{"agentidp", "admin", "reset-credentials", "--data", empty}, noEnv, &out, &out); err == nil || !strings.Contains(err.Error(), "not an agentidp dev data directory") {
+		t.Errorf("empty directory: %v", err)
+	}
+}
+
+func noEnv(string) string { return "" }
+
+func auditCount(t *testing.T, gw, tok, agentID, action string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, gw+"/api/v1/audit?agentId="+agentID+"&action="+action, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l struct {
+		Total int `json:"total"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/v1/audit: %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		t.Fatal(err)
+	}
+	return l.Total
 }
