@@ -51,33 +51,69 @@ type devSecrets struct {
 	DIDKey           string `json:"didKey,omitempty"`
 }
 
+// loadOrCreateSecrets returns the data directory's keys. A fresh
+// directory gets new ones. Beside existing data, secrets.json must be there
+// and readable: regenerating it would silently make every secret, token and
+// sealed key in the data unusable, so any problem is an error naming the
+// file. The one exception is a key of a service whose database does not
+// exist yet (a directory made by an older version that knew fewer
+// services): it is added, and existing keys never change.
 func loadOrCreateSecrets(dir string) (devSecrets, error) {
 	path := filepath.Join(dir, "secrets.json")
-	var s devSecrets
-	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &s); err != nil {
-			return s, fmt.Errorf("read %s: %w", path, err)
-		}
-	case !errors.Is(err, fs.ErrNotExist):
+	_, statErr := os.Stat(path)
+	if errors.Is(statErr, fs.ErrNotExist) && !hasData(dir) {
+		s := devSecrets{InternalKey: randomHex(32), SecretPepper: randomHex(32), KeyEncryptionKey: randomHex(32),
+			WebhookKey: randomHex(32), DIDKey: randomHex(32)}
+		return s, writeSecrets(path, s)
+	}
+	s, err := readSecrets(dir)
+	if err != nil {
 		return s, err
 	}
-	// Fill in what is missing (a new data directory, or one made by an
-	// older version that knew fewer services); existing keys never change.
 	changed := false
-	for _, k := range []*string{&s.InternalKey, &s.SecretPepper, &s.KeyEncryptionKey, &s.WebhookKey, &s.DIDKey} {
-		if *k == "" {
-			*k, changed = randomHex(32), true
+	for _, k := range []struct {
+		name, service string
+		value         *string
+	}{{"webhookKey", "webhook", &s.WebhookKey}, {"didKey", "did", &s.DIDKey}} {
+		if *k.value != "" {
+			if b, err := hex.DecodeString(*k.value); err != nil || len(b) < 32 {
+				return s, fmt.Errorf("%s: %s is not 32 hex-encoded bytes: restore the file from a backup", path, k.name)
+			}
+			continue
 		}
+		if exists(filepath.Join(dir, k.service+".db")) {
+			return s, fmt.Errorf("%s: %s is missing but %s.db holds data sealed with it: restore the file from a backup", path, k.name, k.service)
+		}
+		*k.value, changed = randomHex(32), true
 	}
 	if changed {
-		b, _ = json.MarshalIndent(s, "", "  ")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			return s, fmt.Errorf("write %s: %w", path, err)
-		}
+		return s, writeSecrets(path, s)
 	}
 	return s, nil
+}
+
+func writeSecrets(path string, s devSecrets) error {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// hasData reports whether dir holds data sealed or signed with the keys of
+// secrets.json: a service database or the NATS store.
+func hasData(dir string) bool {
+	for _, name := range backendServices {
+		if exists(filepath.Join(dir, name+".db")) {
+			return true
+		}
+	}
+	return exists(filepath.Join(dir, "nats"))
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // readSecrets reads DIR/secrets.json as it must be beside existing data:
