@@ -14,8 +14,12 @@ run: ## run the whole suite in one process on embedded defaults (agentidp dev)
 test: ## vet and race-test every module (needs PostgreSQL and Redis, see README)
 	./scripts/test.sh
 
-lint: ## gofmt, go vet and go mod tidy check on every module
+lint: ## gofmt, go vet, go mod tidy and go.work.sum check on every module
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@# go.work.sum must already hold every checksum the workspace needs, or a
+	@# fresh clone's first go command dirties the tree.
+	@go list -m all >/dev/null && go list -deps -test $$(go list -m -f '{{.Dir}}/...') >/dev/null
+	@git diff --exit-code --stat go.work.sum || { echo "go.work.sum was incomplete: commit the change above"; exit 1; }
 	go vet $$(go list -m -f '{{.Dir}}/...')
 	@for m in $$(go list -m -f '{{.Dir}}'); do (cd $$m && GOWORK=off go mod tidy -diff) || exit 1; done
 

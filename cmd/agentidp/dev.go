@@ -167,7 +167,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logLevel := flags.String("log-level", "info", "debug, info, warn or error")
 	var boot bootstrapOptions
 	boot.register(flags)
-	if err := flags.Parse(args); err != nil {
+	flags.SetOutput(stdout)
+	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
 	// Every port is bound before anything is written: a busy port must end
