@@ -14,7 +14,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -185,16 +184,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	natsOpts, natsCreds, err := devNATSOptions(*dataDir, *natsListen, *natsNoAuth)
 	if err != nil {
 		return err
-	}
-	if natsOpts.Listen && natsOpts.Port > 0 {
-		// nats-server reports a busy port only in its log, after a long
-		// wait; probe it first for a clear error.
-		hostPort := net.JoinHostPort(natsOpts.Host, strconv.Itoa(natsOpts.Port))
-		l, err := net.Listen("tcp", hostPort)
-		if err != nil {
-			return bindError("NATS", "--nats-listen", hostPort, err)
-		}
-		l.Close()
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -265,10 +267,10 @@ func TestBusyPortLeavesNoHalfBootstrappedData(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
-	for _, flagName := range []string{"--addr", "--internal-addr"} {
+	for _, flagName := range []string{"--addr", "--internal-addr", "--nats-listen"} {
 		t.Run(flagName, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
-			args := loopbackArgs(dir)
+			args := loopbackArgs(dir, "--nats-listen", "127.0.0.1:0")
 			for i, a := range args {
 				if a == flagName {
 					args[i+1] = busy.Addr().String()
@@ -279,6 +281,14 @@ func TestBusyPortLeavesNoHalfBootstrappedData(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), busy.Addr().String()+": the address is already in use") || !strings.Contains(err.Error(), flagName+" HOST:PORT") {
 				t.Fatalf("start on a busy port: %v; want an error naming the address and %s", err, flagName)
 			}
+			t.Logf("busy port: %v", err)
+			// Linux: the error names the process holding the port (this one).
+			if runtime.GOOS == "linux" && !strings.Contains(err.Error(), fmt.Sprintf("in use by process %d (", os.Getpid())) {
+				t.Errorf("busy-port error %q does not name process %d", err, os.Getpid())
+			}
+			if mv := map[string]string{"--addr": "make run ADDR=", "--internal-addr": "make run INTERNAL_ADDR=", "--nats-listen": "make run NATS_LISTEN="}[flagName]; !strings.Contains(err.Error(), mv) {
+				t.Errorf("busy-port error %q does not say how to choose another address with %s", err, mv)
+			}
 			if strings.Contains(d.out.String(), "client_secret") {
 				t.Fatalf("a failed start printed a secret:\n%s", d.out)
 			}
@@ -286,7 +296,7 @@ func TestBusyPortLeavesNoHalfBootstrappedData(t *testing.T) {
 				t.Fatalf("a failed start wrote the data directory (stat: %v)", err)
 			}
 
-			d2 := startDev(t, loopbackArgs(dir)...)
+			d2 := startDev(t, loopbackArgs(dir, "--nats-listen", "127.0.0.1:0")...)
 			d2.waitRunning(t)
 			id, secret := adminCredentials(t, d2.out.String())
 			if code, _ := tokenFor(t, d2.gatewayURL(t), id, secret, ""); code != http.StatusOK {

@@ -59,6 +59,17 @@ func devNATSOptions(dataDir, listen string, noAuth bool) (natsbus.EmbeddedOption
 			listen, filepath.Join(dataDir, natsCredentialsFile))
 	}
 	o.Listen, o.Host, o.Port = true, host, port
+	if port > 0 {
+		// nats-server reports a busy port only in its log, after a long
+		// wait; probe it first for a clear error, before anything is
+		// written to the data directory.
+		hostPort := net.JoinHostPort(host, strconv.Itoa(port))
+		l, err := net.Listen("tcp", hostPort)
+		if err != nil {
+			return o, "", bindError("NATS", "--nats-listen", hostPort, err)
+		}
+		l.Close()
+	}
 	if noAuth {
 		return o, "", nil
 	}
@@ -95,6 +106,9 @@ func loadOrCreateNATSCredentials(dataDir string) (devNATSCredentials, string, er
 		return c, path, nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return c, path, fmt.Errorf("read %s: %w", path, err)
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return c, path, fmt.Errorf("data directory: %w", err)
 	}
 	c = devNATSCredentials{User: "agentidp-dev", Password: randomHex(32)}
 	b, _ = json.MarshalIndent(c, "", "  ")
