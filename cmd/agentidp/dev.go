@@ -132,9 +132,9 @@ func readSecrets(dir string) (devSecrets, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return s, fmt.Errorf("%s is unreadable (%v): restore it from a backup; new keys would make the existing data unusable", path, err)
 	}
-	for name, k := range map[string]string{"internalKey": s.InternalKey, "secretPepper": s.SecretPepper, "keyEncryptionKey": s.KeyEncryptionKey} {
-		if b, err := hex.DecodeString(k); err != nil || len(b) < 32 {
-			return s, fmt.Errorf("%s: %s is missing or not 32 hex-encoded bytes: restore the file from a backup; new keys would make the existing data unusable", path, name)
+	for _, k := range []struct{ name, value string }{{"internalKey", s.InternalKey}, {"secretPepper", s.SecretPepper}, {"keyEncryptionKey", s.KeyEncryptionKey}} {
+		if b, err := hex.DecodeString(k.value); err != nil || len(b) < 32 {
+			return s, fmt.Errorf("%s: %s is missing or not 32 hex-encoded bytes: restore the file from a backup; new keys would make the existing data unusable", path, k.name)
 		}
 	}
 	return s, nil
