@@ -2,20 +2,28 @@
 SERVICES := gateway token tier analytics webhook did federation billing
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 DATA_DIR ?= .agentidp
+# make run ADDR=127.0.0.1:8180 INTERNAL_ADDR=127.0.0.1:9190 NATS_LISTEN=127.0.0.1:4222
+ADDR          ?= 127.0.0.1:8080
+INTERNAL_ADDR ?= 127.0.0.1:9090
+NATS_LISTEN   ?=
 
 .PHONY: help run test lint bench build binaries images tidy
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-run: ## run the whole suite in one process on embedded defaults (agentidp dev)
-	cd cmd/agentidp && go run . dev --data ../../$(DATA_DIR)
+run: ## run the whole suite in one process (agentidp dev); ADDR, INTERNAL_ADDR, NATS_LISTEN, DATA_DIR settable
+	cd cmd/agentidp && go run . dev --data $(abspath $(DATA_DIR)) --addr $(ADDR) --internal-addr $(INTERNAL_ADDR)$(if $(NATS_LISTEN), --nats-listen $(NATS_LISTEN))
 
 test: ## vet and race-test every module (needs PostgreSQL and Redis, see README)
 	./scripts/test.sh
 
-lint: ## gofmt, go vet and go mod tidy check on every module
+lint: ## gofmt, go vet, go mod tidy and go.work.sum check on every module
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	@# go.work.sum must already hold every checksum the workspace needs, or a
+	@# fresh clone's first go command dirties the tree.
+	@go list -m all >/dev/null && go list -deps -test $$(go list -m -f '{{.Dir}}/...') >/dev/null
+	@git diff --exit-code --stat go.work.sum || { echo "go.work.sum was incomplete: commit the change above"; exit 1; }
 	go vet $$(go list -m -f '{{.Dir}}/...')
 	@for m in $$(go list -m -f '{{.Dir}}'); do (cd $$m && GOWORK=off go mod tidy -diff) || exit 1; done
 

@@ -32,7 +32,8 @@ func runBootstrap(ctx context.Context, args []string, getenv func(string) string
 	flags := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
 	var o bootstrapOptions
 	o.register(flags)
-	if err := flags.Parse(args); err != nil {
+	flags.SetOutput(stdout)
+	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
 	env := config.New(getenv)

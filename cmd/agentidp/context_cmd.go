@@ -19,7 +19,8 @@ func runContext(args []string, getenv func(string) string, stdout io.Writer) err
 	org := fs.String("org", "", "organisation id")
 	scopes := fs.String("scopes", "agents:read", "comma-separated scopes")
 	ttl := fs.Duration("ttl", time.Hour, "token lifetime the context claims")
-	if err := fs.Parse(args); err != nil {
+	fs.SetOutput(stdout)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	env := config.New(getenv)

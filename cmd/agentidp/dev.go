@@ -54,30 +54,99 @@ type devSecrets struct {
 	AuditKey string `json:"auditKey,omitempty"`
 }
 
+// loadOrCreateSecrets returns the data directory's keys. A fresh
+// directory gets new ones. Beside existing data, secrets.json must be there
+// and readable: regenerating it would silently make every secret, token and
+// sealed key in the data unusable, so any problem is an error naming the
+// file. The one exception is a key of a service whose database does not
+// exist yet (a directory made by an older version that knew fewer
+// services): it is added, and existing keys never change.
 func loadOrCreateSecrets(dir string) (devSecrets, error) {
+	path := filepath.Join(dir, "secrets.json")
+	_, statErr := os.Stat(path)
+	if errors.Is(statErr, fs.ErrNotExist) && !hasData(dir) {
+		s := devSecrets{InternalKey: randomHex(32), SecretPepper: randomHex(32), KeyEncryptionKey: randomHex(32),
+			WebhookKey: randomHex(32), DIDKey: randomHex(32), AuditKey: randomHex(32)}
+		return s, writeSecrets(path, s)
+	}
+	s, err := readSecrets(dir)
+	if err != nil {
+		return s, err
+	}
+	changed := false
+	for _, k := range []struct {
+		name, service string
+		value         *string
+	}{{"webhookKey", "webhook", &s.WebhookKey}, {"didKey", "did", &s.DIDKey}} {
+		if *k.value != "" {
+			if b, err := hex.DecodeString(*k.value); err != nil || len(b) < 32 {
+				return s, fmt.Errorf("%s: %s is not 32 hex-encoded bytes: restore the file from a backup", path, k.name)
+			}
+			continue
+		}
+		if exists(filepath.Join(dir, k.service+".db")) {
+			return s, fmt.Errorf("%s: %s is missing but %s.db holds data sealed with it: restore the file from a backup", path, k.name, k.service)
+		}
+		*k.value, changed = randomHex(32), true
+	}
+	// The audit key came later than the data it protects: a directory
+	// without one gets one (its chains were signed with the fixed
+	// development key, which the analytics upgrade accepts once).
+	if s.AuditKey == "" {
+		s.AuditKey, changed = randomHex(32), true
+	} else if b, err := hex.DecodeString(s.AuditKey); err != nil || len(b) < 32 {
+		return s, fmt.Errorf("%s: auditKey is not 32 hex-encoded bytes: restore the file from a backup", path)
+	}
+	if changed {
+		return s, writeSecrets(path, s)
+	}
+	return s, nil
+}
+
+func writeSecrets(path string, s devSecrets) error {
+	b, _ := json.MarshalIndent(s, "", "  ")
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// hasData reports whether dir holds data sealed or signed with the keys of
+// secrets.json: a service database or the NATS store.
+func hasData(dir string) bool {
+	for _, name := range backendServices {
+		if exists(filepath.Join(dir, name+".db")) {
+			return true
+		}
+	}
+	return exists(filepath.Join(dir, "nats"))
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// readSecrets reads DIR/secrets.json as it must be beside existing data:
+// every key present and well formed. Any problem is an error naming the
+// file, never new keys, which would make every secret and token in the
+// data unusable.
+func readSecrets(dir string) (devSecrets, error) {
 	path := filepath.Join(dir, "secrets.json")
 	var s devSecrets
 	b, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		if err := json.Unmarshal(b, &s); err != nil {
-			return s, fmt.Errorf("read %s: %w", path, err)
-		}
-	case !errors.Is(err, fs.ErrNotExist):
-		return s, err
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, fmt.Errorf("%s is missing but %s holds data sealed with its keys: restore the file from a backup (or start with an empty data directory)", path, dir)
 	}
-	// Fill in what is missing (a new data directory, or one made by an
-	// older version that knew fewer services); existing keys never change.
-	changed := false
-	for _, k := range []*string{&s.InternalKey, &s.SecretPepper, &s.KeyEncryptionKey, &s.WebhookKey, &s.DIDKey, &s.AuditKey} {
-		if *k == "" {
-			*k, changed = randomHex(32), true
-		}
+	if err != nil {
+		return s, fmt.Errorf("read %s: %w", path, err)
 	}
-	if changed {
-		b, _ = json.MarshalIndent(s, "", "  ")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			return s, fmt.Errorf("write %s: %w", path, err)
+	if err := json.Unmarshal(b, &s); err != nil {
+		return s, fmt.Errorf("%s is unreadable (%v): restore it from a backup; new keys would make the existing data unusable", path, err)
+	}
+	for _, k := range []struct{ name, value string }{{"internalKey", s.InternalKey}, {"secretPepper", s.SecretPepper}, {"keyEncryptionKey", s.KeyEncryptionKey}} {
+		if b, err := hex.DecodeString(k.value); err != nil || len(b) < 32 {
+			return s, fmt.Errorf("%s: %s is missing or not 32 hex-encoded bytes: restore the file from a backup; new keys would make the existing data unusable", path, k.name)
 		}
 	}
 	return s, nil
@@ -104,11 +173,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataDir := flags.String("data", ".agentidp", "data directory (created if missing)")
 	addr := flags.String("addr", "127.0.0.1:8080", "gateway listen address")
 	internalAddr := flags.String("internal-addr", "127.0.0.1:9090", "gateway health and metrics address")
-	natsListen := flags.String("nats-listen", "", "also expose the embedded NATS server on this address (default: in-process only)")
+	natsListen := flags.String("nats-listen", "", "also expose the embedded NATS server on HOST:PORT (a bare :PORT means 127.0.0.1), with the user and password of DIR/"+natsCredentialsFile+" (default: in-process only)")
+	natsNoAuth := flags.Bool("nats-no-auth", false, "expose --nats-listen without authentication (refused on a non-loopback address)")
 	logLevel := flags.String("log-level", "info", "debug, info, warn or error")
 	var boot bootstrapOptions
 	boot.register(flags)
-	if err := flags.Parse(args); err != nil {
+	flags.SetOutput(stdout)
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	// Every port is bound before anything is written: a busy port must end
+	// the start before the first one creates the admin agent and prints
+	// its secret, or the secret is lost with the failed start.
+	lst, err := bindDevListeners(*addr, *internalAddr)
+	if err != nil {
+		return err
+	}
+	defer lst.close()
+	listeners, gwListener, gwInternal := lst.backends, lst.gateway, lst.internal
+	gatewayURL := "http://" + gwListener.Addr().String()
+
+	natsOpts, natsCreds, err := devNATSOptions(*dataDir, *natsListen, *natsNoAuth)
+	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
@@ -121,21 +207,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logger := svcrun.NewLogger(stderr, *logLevel)
 	start := time.Now()
 
-	natsOpts := natsbus.EmbeddedOptions{StoreDir: filepath.Join(*dataDir, "nats")}
-	if *natsListen != "" {
-		host, port, err := net.SplitHostPort(*natsListen)
-		if err != nil {
-			return fmt.Errorf("--nats-listen: %w", err)
-		}
-		natsOpts.Listen, natsOpts.Host = true, host
-		fmt.Sscanf(port, "%d", &natsOpts.Port)
-	}
 	ns, err := natsbus.StartEmbedded(natsOpts)
 	if err != nil {
 		return err
 	}
 	defer ns.Shutdown()
 	fmt.Fprintf(stdout, "embedded NATS with JetStream ready (%s)\n", natsOpts.StoreDir)
+	switch {
+	case natsOpts.Listen && natsCreds != "":
+		fmt.Fprintf(stdout, "NATS listening on %s (user and password in %s)\n", ns.URL(), natsCreds)
+	case natsOpts.Listen:
+		fmt.Fprintf(stdout, "NATS listening on %s WITHOUT authentication (--nats-no-auth): anyone on this machine can read every event and purge revocations\n", ns.URL())
+	}
 
 	codec, err := authn.NewCodec(mustHex(secrets.InternalKey))
 	if err != nil {
@@ -186,28 +269,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	first.NATS.Close()
-
-	gatewayURL := "http://" + *addr
-	listeners := map[string]net.Listener{}
-	for _, name := range backendServices {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		listeners[name] = l
-	}
-	gwListener, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("gateway listen %s: %w", *addr, err)
-	}
-	gwInternal, err := net.Listen("tcp", *internalAddr)
-	if err != nil {
-		gwListener.Close()
-		return fmt.Errorf("gateway internal listen %s: %w", *internalAddr, err)
-	}
-	if gwListener.Addr().String() != *addr {
-		gatewayURL = "http://" + gwListener.Addr().String()
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

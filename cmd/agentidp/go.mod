@@ -9,6 +9,7 @@ require (
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/svcrun v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/testkit v0.0.0
 	github.com/agentidp/agentidp/services/analytics v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/services/billing v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/services/did v0.0.0-00010101000000-000000000000

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,13 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if err := dispatch(ctx, args, getenv, stdout, stderr); !errors.Is(err, errHelp) {
+		return err
+	}
+	return nil
+}
+
+func dispatch(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) < 2 {
 		usage(stdout)
 		return fmt.Errorf("missing command")
@@ -35,6 +43,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runDev(ctx, args[2:], stdout, stderr)
 	case "bootstrap":
 		return runBootstrap(ctx, args[2:], getenv, stdout)
+	case "admin":
+		return runAdmin(ctx, args[2:], getenv, stdout)
 	case "context":
 		return runContext(args[2:], getenv, stdout)
 	case "version", "--version":
@@ -52,15 +62,20 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `agentidp — identity provider for AI agents
 
 Usage:
-  agentidp dev [--data DIR] [--addr HOST:PORT] [--internal-addr HOST:PORT] [--nats-listen HOST:PORT]
+  agentidp dev [--data DIR] [--addr HOST:PORT] [--internal-addr HOST:PORT] [--nats-listen HOST:PORT [--nats-no-auth]]
       Run every service in one process on embedded defaults (NATS, SQLite,
       in-process cache, local sealed secrets). State lives in DIR and survives
       restarts; the first start creates an organisation and an admin agent and
-      prints its credentials once.
+      prints its credentials once. --nats-listen exposes NATS (loopback unless
+      a host is named) with the user and password of DIR/nats-credentials.json.
   agentidp bootstrap [--org-name NAME] [--org-slug SLUG] [--admin-email EMAIL]
       Create the first organisation and admin agent in the production
       databases (DATABASE_URL, TOKEN_DATABASE_SCHEMA, TIER_DATABASE_SCHEMA,
       TOKEN_SECRET_PEPPER). Idempotent: prints the secret only when it creates.
+  agentidp admin reset-credentials [--data DIR] [--admin-email EMAIL | --agent ID]
+      Offline recovery of a lost admin secret: revoke the admin agent's
+      credentials, print a new secret once (audited). --data for a dev data
+      directory, else DATABASE_URL, TOKEN_DATABASE_SCHEMA, TOKEN_SECRET_PEPPER.
   agentidp context --sub AGENT --org ORG [--scopes a,b] [--ttl 1h]
       Print a signed internal context header (AGENTIDP_INTERNAL_KEY) for
       calling a service directly in benchmarks.

@@ -14,6 +14,10 @@ type EmbeddedOptions struct {
 	Listen   bool   // open a TCP port (Host:Port); otherwise in-process only
 	Host     string
 	Port     int // -1 for a random port
+	// Username and Password, when set, are required of every client, the
+	// in-process ones included (Connect presents them): a listening port
+	// then gives nothing to whoever merely reaches it.
+	Username, Password string
 }
 
 // StartEmbedded starts a NATS server with JetStream inside this process. By
@@ -29,6 +33,8 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		DontListen: !o.Listen,
 		Host:       o.Host,
 		Port:       o.Port,
+		Username:   o.Username,
+		Password:   o.Password,
 	}
 	if o.Listen && opts.Host == "" {
 		opts.Host = "127.0.0.1"
@@ -42,17 +48,23 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded nats: not ready after 10s")
 	}
-	return &Embedded{Server: ns}, nil
+	return &Embedded{Server: ns, user: o.Username, password: o.Password}, nil
 }
 
 // Embedded is a running in-process NATS server.
 type Embedded struct {
-	Server *server.Server
+	Server         *server.Server
+	user, password string
 }
 
-// Connect returns an in-process client connection.
+// Connect returns an in-process client connection, authenticated with the
+// server's user and password when it has them.
 func (e *Embedded) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
-	opts := append([]nats.Option{nats.Name(name), nats.InProcessServer(e.Server), nats.MaxReconnects(-1)}, extra...)
+	opts := []nats.Option{nats.Name(name), nats.InProcessServer(e.Server), nats.MaxReconnects(-1)}
+	if e.user != "" {
+		opts = append(opts, nats.UserInfo(e.user, e.password))
+	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded nats: %w", err)
