@@ -61,7 +61,7 @@ Usage:
       Create the first organisation and admin agent in the production
       databases (DATABASE_URL, TOKEN_DATABASE_SCHEMA, TIER_DATABASE_SCHEMA,
       TOKEN_SECRET_PEPPER). Idempotent: prints the secret only when it creates.
-  agentidp context --sub AGENT --org ORG [--scopes a,b] [--ttl 1h]
+  agentidp context --sub AGENT --org ORG --path /api/v1/agents [--method GET] [--scopes a,b] [--ttl 1h]
       Print a signed internal context header (AGENTIDP_INTERNAL_KEY) for
       calling a service directly in benchmarks.
   agentidp version

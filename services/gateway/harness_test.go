@@ -148,7 +148,7 @@ func newUpstream(t testing.TB, name string, codec *authn.Codec) *upstream {
 			Injected: r.Header.Values("X-User-Id"), RequestID: r.Header.Get("X-Request-Id"),
 			ForwardFor: r.Header.Get("X-Forwarded-For")}
 		if v := r.Header.Get(authn.Header); v != "" {
-			id, err := codec.Verify(v)
+			id, err := codec.Verify(v, r.Method, r.URL.Path)
 			if err != nil {
 				out.VerifyErr = err.Error()
 			} else {
