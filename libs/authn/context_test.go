@@ -122,6 +122,36 @@ func TestSignRequiresRoute(t *testing.T) {
 	}
 }
 
+// TestClientAddrRejects: only a fresh address signed with the cluster key
+// passes; a client cannot make one up or reuse another key's.
+func TestClientAddrRejects(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	c := testCodec(t, now)
+	good := c.SignClientAddr("203.0.113.7")
+	if got, err := c.VerifyClientAddr(good); err != nil || got != "203.0.113.7" {
+		t.Fatalf("VerifyClientAddr(good) = %q, %v; want 203.0.113.7", got, err)
+	}
+	if got, err := c.VerifyClientAddr(c.SignClientAddr("2001:db8::1")); err != nil || got != "2001:db8::1" {
+		t.Fatalf("VerifyClientAddr(IPv6) = %q, %v; want 2001:db8::1", got, err)
+	}
+	other, _ := NewCodec([]byte(strings.Repeat("x", MinKeyLen)))
+	ctx, _ := c.Sign(Identity{Subject: "a", OrgID: "o", ExpiresAt: now.Add(time.Hour).Unix(), Method: "GET", Path: "/p"})
+	for name, v := range map[string]string{
+		"empty":       "",
+		"unsigned":    "203.0.113.8",
+		"foreign key": other.WithClock(func() time.Time { return now }).SignClientAddr("203.0.113.8"),
+		"tampered":    strings.Replace(good, "203.0.113.7", "203.0.113.8", 1),
+		"stale":       c.WithClock(func() time.Time { return now.Add(-2 * MaxAge) }).SignClientAddr("203.0.113.7"),
+		"context mac": ctx,
+		"too long":    strings.Repeat("a", 300),
+	} {
+		if got, err := c.VerifyClientAddr(v); err == nil {
+			t.Errorf("VerifyClientAddr(%s) = %q, nil; want an error", name, got)
+		}
+	}
+}
+
 func TestShortKey(t *testing.T) {
 	t.Parallel()
 	if _, err := NewCodec([]byte("short")); !errors.Is(err, ErrShortKey) {

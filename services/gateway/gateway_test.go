@@ -109,6 +109,33 @@ func TestForwardedContextNamesForwardedMethodAndPath(t *testing.T) {
 	}
 }
 
+// TestAttackSpoofedForwardedForDoesNotChangeClientAddr: on the public
+// token endpoint the gateway hands the token service the client's address
+// signed (the TCP peer's, here 127.0.0.1); whatever X-Forwarded-For,
+// X-Real-Ip or X-Agentidp-Client-Addr the client sends, that address stays
+// the same, so rotating those headers cannot reset the per-address count
+// of failed authentications.
+func TestAttackSpoofedForwardedForDoesNotChangeClientAddr(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	other, _ := authn.NewCodec(randBytes(32))
+	for _, h := range []map[string]string{
+		nil,
+		{"X-Forwarded-For": "6.6.6.6"},
+		{"X-Forwarded-For": "6.6.6.7, 10.0.0.1", "X-Real-Ip": "6.6.6.8", "Forwarded": "for=6.6.6.9"},
+		{authn.ClientAddrHeader: other.SignClientAddr("6.6.6.10")},
+		{authn.ClientAddrHeader: "6.6.6.11 1800000000 AAAA"},
+	} {
+		r := e.do(t, "POST", "/oauth2/token", "", h)
+		if r.status != http.StatusOK || r.echo.Service != "token" {
+			t.Fatalf("Got(POST /oauth2/token with %v) = %d %s; want 200 from token", h, r.status, r.body)
+		}
+		if r.echo.ClientAddrs != 1 || r.echo.ClientAddr != "127.0.0.1" {
+			t.Errorf("Got(client address with %v) = %d header(s), %q; want one, signed, 127.0.0.1", h, r.echo.ClientAddrs, r.echo.ClientAddr)
+		}
+	}
+}
+
 func TestPublicRouteSkipsAuth(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
