@@ -115,7 +115,7 @@ func (s *Service) authenticateAssertion(ctx context.Context, req TokenRequest, n
 		return ClientRecord{}, s.authFailed(ctx, freq, ClientRecord{}, "assertion_malformed")
 	}
 	// The client id comes from the assertion: check its block now.
-	if wait := s.throttle.blockedFor(clientID, "", now); wait > 0 {
+	if wait := s.throttle.blockedFor(clientID, nil, now); wait > 0 {
 		s.issued.WithLabelValues("throttled").Inc()
 		return ClientRecord{}, throttled(wait)
 	}

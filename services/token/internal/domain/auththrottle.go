@@ -93,11 +93,17 @@ func newAuthThrottle(cfg AuthThrottleSettings, shared, local FailureCounter, ann
 	return &authThrottle{cfg: cfg, shared: shared, local: local, announce: announce, log: log, blocked: map[blockKey]time.Time{}}
 }
 
-// blockedFor reports how long the client id or address is still refused
-// (0: not blocked). It is on the success path: no I/O, no allocation.
-func (t *authThrottle) blockedFor(clientID, addr string, now time.Time) time.Duration {
+// blockedFor reports how long the client id or the address source returns
+// (nil: none) is still refused (0: not blocked). It is on the success
+// path: no I/O, and nothing at all, addr not even called, while no key is
+// blocked.
+func (t *authThrottle) blockedFor(clientID string, source func() string, now time.Time) time.Duration {
 	if t == nil || t.active.Load() == 0 {
 		return 0
+	}
+	addr := ""
+	if source != nil {
+		addr = source()
 	}
 	var until time.Time
 	t.mu.RLock()
@@ -241,7 +247,7 @@ func (s *Service) ApplyAuthBlock(b AuthBlock) {
 // AuthBlockedFor reports how long the client id or source address is
 // refused on this replica (tests and diagnostics).
 func (s *Service) AuthBlockedFor(clientID, addr string) time.Duration {
-	return s.throttle.blockedFor(clientID, addr, s.now())
+	return s.throttle.blockedFor(clientID, func() string { return addr }, s.now())
 }
 
 // localCounter is an in-process FailureCounter: the fallback when the

@@ -48,9 +48,20 @@ type TokenRequest struct {
 	ClientAssertion string
 	// Assertion is the partner JWT of the jwt-bearer grant (RFC 7523 §2.1).
 	Assertion string
-	// SourceAddr is the caller's IP address as the gateway saw it (or the
-	// direct peer's); failed authentications are throttled per address.
-	SourceAddr string
+	// Source returns the caller's IP address as the gateway saw it (or the
+	// direct peer's; "" when unknown); failed authentications are
+	// throttled per address. It is a function so that the success path
+	// does not pay for verifying the gateway's signed address unless some
+	// key is blocked; nil means unknown.
+	Source func() string
+}
+
+// sourceAddr is the caller's address, "" when unknown.
+func (r TokenRequest) sourceAddr() string {
+	if r.Source == nil {
+		return ""
+	}
+	return r.Source()
 }
 
 // AuthMethod names the client authentication method of the request.
@@ -125,7 +136,7 @@ func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now 
 	// A blocked client id or address is refused before its secret is
 	// looked at, the right one included: otherwise the block would not
 	// slow guessing down.
-	if wait := s.throttle.blockedFor(req.ClientID, req.SourceAddr, now); wait > 0 {
+	if wait := s.throttle.blockedFor(req.ClientID, req.Source, now); wait > 0 {
 		s.issued.WithLabelValues("throttled").Inc()
 		return ClientRecord{}, "", throttled(wait)
 	}
@@ -271,6 +282,7 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 func (s *Service) authFailed(ctx context.Context, req TokenRequest, rec ClientRecord, reason string) *OAuthError {
 	s.issued.WithLabelValues("invalid_client").Inc()
 	now := s.now()
+	addr := req.sourceAddr()
 	sec := now.Unix()
 	if s.failLogAt.Load() != sec {
 		s.failLogAt.Store(sec)
@@ -282,12 +294,12 @@ func (s *Service) authFailed(ctx context.Context, req TokenRequest, rec ClientRe
 	if s.pub != nil {
 		if ev, err := events.New(events.AuthFailed, Source, rec.OrgID, rec.AgentID, events.AuthFailedData{
 			ClientID: truncate(req.ClientID, 64), Reason: reason, Method: req.AuthMethod(),
-			SourceAddress: req.SourceAddr, At: now.UTC(),
+			SourceAddress: addr, At: now.UTC(),
 		}); err == nil {
 			s.pub.Publish(ev)
 		}
 	}
-	if wait := s.throttle.failed(ctx, req.ClientID, req.SourceAddr, now); wait > 0 {
+	if wait := s.throttle.failed(ctx, req.ClientID, addr, now); wait > 0 {
 		return throttled(wait)
 	}
 	return invalidClient(req.Basic)
@@ -298,7 +310,7 @@ func (s *Service) authFailed(ctx context.Context, req TokenRequest, rec ClientRe
 // secret): it is counted and audited like any other failure, and refused
 // with 429 while the client id or address is blocked.
 func (s *Service) RejectClient(ctx context.Context, req TokenRequest, reason string) *OAuthError {
-	if wait := s.throttle.blockedFor(req.ClientID, req.SourceAddr, s.now()); wait > 0 {
+	if wait := s.throttle.blockedFor(req.ClientID, req.Source, s.now()); wait > 0 {
 		s.issued.WithLabelValues("throttled").Inc()
 		return throttled(wait)
 	}

@@ -120,7 +120,7 @@ func parseTokenRequest(r *http.Request, w http.ResponseWriter) (domain.TokenRequ
 
 func (a *API) token(c echo.Context) error {
 	req, oe := parseTokenRequest(c.Request(), c.Response())
-	req.SourceAddr = a.sourceAddr(c.Request())
+	req.Source = func() string { return a.sourceAddr(c.Request()) }
 	if oe != nil {
 		if oe.Code == "invalid_client" {
 			// Counted and audited like a wrong secret, and refused with
