@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -204,5 +205,32 @@ func TestAttackAuthFailedAuditedInClientOrg(t *testing.T) {
 		if strings.Contains(raw, secret) || strings.Contains(raw, "must-never") {
 			t.Errorf("Got(auth.failed for %s) = %s; want no secret", id, raw)
 		}
+	}
+}
+
+// TestAttackAssertionGuessingThrottled: private_key_jwt failures count
+// against the client id named in the assertion, and once it is blocked a
+// valid assertion is refused too.
+func TestAttackAssertionGuessingThrottled(t *testing.T) {
+	t.Parallel()
+	e := newKeyEnv(t, keyEnvOptions{tune: func(s *domain.Settings) {
+		s.AuthThrottle = domain.AuthThrottleSettings{ClientLimit: 2, AddrLimit: 100, Window: time.Minute}
+	}})
+	now := time.Now() // fixed: both failures fall in one window
+	e.svc.SetClock(func() time.Time { return now })
+	a := e.createAgent(t, "org-1", "keyed@x.io", "")
+	k, j := genKey(t, jose.ES256)
+	e.registerKey(t, "org-1", a.AgentID, j)
+	forged, _ := genKey(t, jose.ES256)
+	for i := range 2 {
+		if rec := e.tokenForm(t, assertionForm(assertion(t, forged, a.AgentID, nil)), ""); rec.Code != http.StatusUnauthorized {
+			t.Fatalf("forged assertion %d = %d %s; want 401", i+1, rec.Code, rec.Body)
+		}
+	}
+	rec := e.tokenForm(t, assertionForm(assertion(t, k, a.AgentID, nil)), "")
+	var body map[string]string
+	_ = json.Unmarshal(rec.Body.Bytes(), &body)
+	if rec.Code != http.StatusTooManyRequests || body["error"] != "slow_down" || rec.Header().Get("Retry-After") == "" {
+		t.Errorf("Got(valid assertion of a blocked client) = %d %s Retry-After %q; want 429 slow_down with Retry-After", rec.Code, rec.Body, rec.Header().Get("Retry-After"))
 	}
 }
