@@ -94,7 +94,7 @@ fi
 for c in ${GW_CONCURRENCIES:-1 16}; do
 	echo; echo "== authenticated GET: gateway vs direct, c=$c"
 	# The signed context is valid for 60 s after signing: sign it per run.
-	DIRECT_HEADER_CMD="'$bin/agentidp' context --sub '$CLIENT_ID' --org '$ORG_ID' --scopes agents:read" \
+	DIRECT_HEADER_CMD="'$bin/agentidp' context --sub '$CLIENT_ID' --org '$ORG_ID' --scopes agents:read --path /api/v1/agents" \
 		GW_CONCURRENCY=$c OUT_DIR="$work/reused-c$c" "$here/gateway-overhead.sh"
 done
 
@@ -174,7 +174,7 @@ if [[ -z "${SKIP_LIMITED_ORG:-}" ]]; then
 		{ echo "no agent id or credential in the responses (see $work/pro-*.json)"; exit 1; }
 	lc="${LIMITED_CONCURRENCY:-1}"
 	echo; echo "== authenticated GET: gateway vs direct, pro organisation (tier limit enforced), c=$lc"
-	DIRECT_HEADER_CMD="'$bin/agentidp' context --sub '$PRO_AGENT' --org '$PRO_ORG' --scopes agents:read" \
+	DIRECT_HEADER_CMD="'$bin/agentidp' context --sub '$PRO_AGENT' --org '$PRO_ORG' --scopes agents:read --path /api/v1/agents" \
 		CLIENT_ID="$PRO_CLIENT_ID" CLIENT_SECRET="$PRO_CLIENT_SECRET" GW_CONCURRENCY="$lc" \
 		DURATION="${LIMITED_DURATION:-10s}" WARMUP="${LIMITED_WARMUP:-1s}" OUT_DIR="$work/limited-c$lc" \
 		"$here/gateway-overhead.sh"
@@ -203,7 +203,7 @@ if [[ -z "${SKIP_INTROSPECT:-}" ]]; then
 		echo; echo "== introspection directly at the token service (signed internal context), c=$c"
 		"$LOADGEN" -url "$SERVICE_URL/oauth2/introspect" -method POST -body "token=$subject" \
 			-header "Content-Type: application/x-www-form-urlencoded" \
-			-header "$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes tokens:read)" \
+			-header "$("$bin/agentidp" context --sub "$CLIENT_ID" --org "$ORG_ID" --scopes tokens:read --method POST --path /oauth2/introspect)" \
 			-c "$c" -d "${DURATION:-10s}" -warmup "${WARMUP:-1s}" -label "introspect-direct-c$c" -quiet
 	done
 fi

@@ -76,7 +76,7 @@ Usage:
       Offline recovery of a lost admin secret: revoke the admin agent's
       credentials, print a new secret once (audited). --data for a dev data
       directory, else DATABASE_URL, TOKEN_DATABASE_SCHEMA, TOKEN_SECRET_PEPPER.
-  agentidp context --sub AGENT --org ORG [--scopes a,b] [--ttl 1h]
+  agentidp context --sub AGENT --org ORG --path /api/v1/agents [--method GET] [--scopes a,b] [--ttl 1h]
       Print a signed internal context header (AGENTIDP_INTERNAL_KEY) for
       calling a service directly in benchmarks.
   agentidp version

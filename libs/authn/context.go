@@ -1,8 +1,10 @@
 // Package authn carries the caller's identity from the gateway to the
 // services: the gateway verifies the access token, then signs an internal
-// context (subject, organisation, scopes, actor chain, jti, expiry) with a
-// key shared only inside the cluster. Services trust that context and nothing
-// else a client sends, so a request that bypasses the gateway gets 401.
+// context (subject, organisation, scopes, actor chain, jti, expiry, and the
+// method and path of the one request it forwards) with a key shared only
+// inside the cluster. Services trust that context and nothing else a client
+// sends, so a request that bypasses the gateway gets 401, and a captured
+// context is good only for the route it was signed for.
 package authn
 
 import (
@@ -14,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,6 +47,12 @@ type Identity struct {
 	ExpiresAt    int64  `json:"exp"`           // the access token's expiry
 	SignedAt     int64  `json:"iat"`           // when the gateway signed the context
 	RequestID    string `json:"rid,omitempty"` // for log correlation
+	// Method and Path are the request the context was signed for: the
+	// method and the upstream path as forwarded (no query string). Verify
+	// refuses the context on any other route, so a header captured from
+	// one call cannot be replayed on another route or service.
+	Method string `json:"m"`
+	Path   string `json:"p"`
 }
 
 // HasScope reports whether the identity holds scope.
@@ -57,6 +66,8 @@ var (
 	ErrInvalid  = errors.New("invalid internal context")
 	ErrExpired  = errors.New("internal context expired")
 	ErrShortKey = fmt.Errorf("internal context key must be at least %d bytes", MinKeyLen)
+	// ErrWrongRoute: the context was signed for another method or path.
+	ErrWrongRoute = errors.New("internal context issued for another route")
 )
 
 // Codec signs and verifies internal contexts with a shared HMAC-SHA256 key.
@@ -81,7 +92,13 @@ func (c *Codec) WithClock(now func() time.Time) *Codec {
 }
 
 // Sign encodes id as "<base64url payload>.<base64url mac>", stamping SignedAt.
+// id.Method and id.Path must name the request the context travels on (the
+// path as the receiving service sees it, without the query string);
+// Verify refuses it anywhere else.
 func (c *Codec) Sign(id Identity) (string, error) {
+	if id.Method == "" || id.Path == "" {
+		return "", errors.New("sign internal context: method and path required")
+	}
 	id.SignedAt = c.now().Unix()
 	payload, err := json.Marshal(id)
 	if err != nil {
@@ -96,8 +113,9 @@ func (c *Codec) Sign(id Identity) (string, error) {
 	return string(buf), nil
 }
 
-// Verify checks the signature and freshness of a header value.
-func (c *Codec) Verify(value string) (Identity, error) {
+// Verify checks the signature and freshness of a header value, and that it
+// was signed for this request's method and path (r.URL.Path, as received).
+func (c *Codec) Verify(value, method, path string) (Identity, error) {
 	if value == "" {
 		return Identity{}, ErrMissing
 	}
@@ -123,6 +141,9 @@ func (c *Codec) Verify(value string) (Identity, error) {
 	now := c.now()
 	if id.Subject == "" || id.OrgID == "" {
 		return Identity{}, fmt.Errorf("%w: subject and organisation required", ErrInvalid)
+	}
+	if id.Method != method || id.Path != path {
+		return Identity{}, fmt.Errorf("%w: signed for %.16s %.256q", ErrWrongRoute, id.Method, id.Path)
 	}
 	if id.ExpiresAt <= now.Unix() {
 		return Identity{}, fmt.Errorf("%w: token expired", ErrExpired)
@@ -150,4 +171,62 @@ func NewContext(ctx context.Context, id Identity) context.Context {
 func FromContext(ctx context.Context) (Identity, bool) {
 	id, ok := ctx.Value(ctxKey{}).(Identity)
 	return id, ok
+}
+
+// ClientAddrHeader carries, on the public routes the gateway forwards, the
+// client's IP address as the gateway saw it (the TCP peer), signed so that
+// a service can tell it from a value a client made up: services never trust
+// X-Forwarded-For, which anyone reaching them directly can set.
+const ClientAddrHeader = "X-Agentidp-Client-Addr"
+
+// SignClientAddr returns the ClientAddrHeader value for addr:
+// "<addr> <unix seconds> <base64url mac>".
+func (c *Codec) SignClientAddr(addr string) string {
+	buf := make([]byte, 0, len(addr)+64)
+	buf = append(buf, addr...)
+	buf = append(buf, ' ')
+	buf = strconv.AppendInt(buf, c.now().Unix(), 10)
+	mac := c.addrMAC(buf)
+	buf = append(buf, ' ')
+	buf = base64.RawURLEncoding.AppendEncode(buf, mac)
+	return string(buf)
+}
+
+// VerifyClientAddr returns the address in a ClientAddrHeader value that
+// this codec's key signed within MaxAge.
+func (c *Codec) VerifyClientAddr(value string) (string, error) {
+	if value == "" {
+		return "", ErrMissing
+	}
+	if len(value) > 256 {
+		return "", fmt.Errorf("%w: too long", ErrInvalid)
+	}
+	i := strings.LastIndexByte(value, ' ')
+	if i < 0 {
+		return "", fmt.Errorf("%w: malformed", ErrInvalid)
+	}
+	signed, macB64 := value[:i], value[i+1:]
+	got, err := base64.RawURLEncoding.DecodeString(macB64)
+	if err != nil || !hmac.Equal(got, c.addrMAC([]byte(signed))) {
+		return "", fmt.Errorf("%w: bad signature", ErrInvalid)
+	}
+	addr, ts, ok := strings.Cut(signed, " ")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil || addr == "" {
+		return "", fmt.Errorf("%w: malformed", ErrInvalid)
+	}
+	now := c.now()
+	if at := time.Unix(sec, 0); now.Sub(at) > MaxAge || at.Sub(now) > 5*time.Second {
+		return "", fmt.Errorf("%w: signed at %s", ErrExpired, at.UTC().Format(time.RFC3339))
+	}
+	return addr, nil
+}
+
+// addrMAC is domain-separated from the context's MAC, so neither value can
+// pass for the other.
+func (c *Codec) addrMAC(signed []byte) []byte {
+	h := hmac.New(sha256.New, c.key)
+	h.Write([]byte("client-addr\x00"))
+	h.Write(signed)
+	return h.Sum(nil)
 }

@@ -36,11 +36,20 @@ type TokenIssuedData struct {
 }
 
 // AuthFailedData is the payload of auth.failed. ClientID is as presented by
-// the caller and may not exist.
+// the caller and may not exist; when it names a known agent the envelope
+// carries the agent's organisation and id, so the failure lands in that
+// tenant's audit log. Never a secret or an assertion.
 type AuthFailedData struct {
-	ClientID string    `json:"clientId,omitempty"`
-	Reason   string    `json:"reason"`
-	At       time.Time `json:"at"`
+	ClientID string `json:"clientId,omitempty"`
+	// Reason is the failure's category, e.g. unknown_client,
+	// invalid_secret, agent_suspended, assertion_invalid, malformed.
+	Reason string `json:"reason"`
+	// Method is the client authentication method: client_secret_basic,
+	// client_secret_post or private_key_jwt ("none" when absent).
+	Method string `json:"method,omitempty"`
+	// SourceAddress is the caller's IP address as the gateway saw it.
+	SourceAddress string    `json:"sourceAddress,omitempty"`
+	At            time.Time `json:"at"`
 }
 
 // Limits are an organisation's tier limits; -1 means unlimited.

@@ -84,7 +84,7 @@ func TestGolden(t *testing.T) {
 		"agent":       AgentData{AgentID: "a1", OrganizationID: "o1", Email: "bot@example.com", AgentType: "custom", Status: "active", Scopes: []string{"agents:read"}, At: at},
 		"credential":  CredentialData{CredentialID: "c1", AgentID: "a1", Status: "active", ExpiresAt: &exp, At: at},
 		"token":       TokenIssuedData{JTI: "j1", ClientID: "a1", CredentialID: "c1", Scope: "agents:read", GrantType: "client_credentials", ExpiresAt: exp, IssuedAt: at},
-		"auth_failed": AuthFailedData{ClientID: "a1", Reason: "invalid_client", At: at},
+		"auth_failed": AuthFailedData{ClientID: "a1", Reason: "invalid_client", Method: "client_secret_basic", SourceAddress: "203.0.113.7", At: at},
 		"org":         OrgData{OrganizationID: "o1", Name: "Acme", Slug: "acme", PlanTier: "free", Status: "active", Limits: Limits{10, 1000, 1000}, UpdatedAt: at},
 		"org_member":  OrgMemberData{OrganizationID: "o1", AgentID: "a1", Role: "admin", At: at},
 		"tier":        TierChangedData{OrganizationID: "o1", From: "free", To: "pro", Limits: Limits{100, 50000, 50000}, At: at},

@@ -135,27 +135,33 @@ func TestRequireIdentity(t *testing.T) {
 		return c.String(200, id.Subject+":"+map[bool]string{true: "auth", false: "anon"}[ok])
 	}
 	e.GET("/private", handler)
+	e.GET("/private/other", handler)
+	e.DELETE("/private", handler)
 	e.GET("/public", handler)
-	signed, _ := codec.Sign(authn.Identity{Subject: "agent-1", OrgID: "org-1", ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	signed, _ := codec.Sign(authn.Identity{Subject: "agent-1", OrgID: "org-1", ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: http.MethodGet, Path: "/private"})
 	tests := []struct {
-		name, path, header string
-		wantStatus         int
-		wantBody           string
+		name, method, path, header string
+		wantStatus                 int
+		wantBody                   string
 	}{
-		{"no context", "/private", "", 401, ""},
-		{"forged context", "/private", "eyJzdWIiOiJ4In0.AAAA", 401, ""},
-		{"valid context", "/private", signed, 200, "agent-1:auth"},
-		{"public route", "/public", "", 200, ":anon"},
+		{"no context", "GET", "/private", "", 401, ""},
+		{"forged context", "GET", "/private", "eyJzdWIiOiJ4In0.AAAA", 401, ""},
+		{"valid context", "GET", "/private", signed, 200, "agent-1:auth"},
+		{"valid context, query string", "GET", "/private?page=2", signed, 200, "agent-1:auth"},
+		{"replayed on another path", "GET", "/private/other", signed, 401, ""},
+		{"replayed with another method", "DELETE", "/private", signed, 401, ""},
+		{"public route", "GET", "/public", "", 200, ":anon"},
 	}
 	for _, tt := range tests {
-		req := httptest.NewRequest(http.MethodGet, tt.path, nil)
+		req := httptest.NewRequest(tt.method, tt.path, nil)
 		if tt.header != "" {
 			req.Header.Set(authn.Header, tt.header)
 		}
 		rec := httptest.NewRecorder()
 		e.ServeHTTP(rec, req)
 		if rec.Code != tt.wantStatus || (tt.wantBody != "" && rec.Body.String() != tt.wantBody) {
-			t.Errorf("%s: GET %s = %d %q; want %d %q", tt.name, tt.path, rec.Code, rec.Body.String(), tt.wantStatus, tt.wantBody)
+			t.Errorf("%s: %s %s = %d %q; want %d %q", tt.name, tt.method, tt.path, rec.Code, rec.Body.String(), tt.wantStatus, tt.wantBody)
 		}
 	}
 }

@@ -8,7 +8,8 @@ import (
 // RequireIdentity verifies the gateway's signed internal context on every
 // request except those isPublic allows, and stores the identity in the
 // request context. A request without a valid context is a 401: reaching a
-// service around the gateway yields nothing.
+// service around the gateway yields nothing, and neither does a context
+// signed for another method or path (a captured header replayed elsewhere).
 func RequireIdentity(codec *authn.Codec, isPublic func(method, path string) bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -16,7 +17,7 @@ func RequireIdentity(codec *authn.Codec, isPublic func(method, path string) bool
 			if isPublic != nil && isPublic(r.Method, r.URL.Path) {
 				return next(c)
 			}
-			id, err := codec.Verify(r.Header.Get(authn.Header))
+			id, err := codec.Verify(r.Header.Get(authn.Header), r.Method, r.URL.Path)
 			if err != nil {
 				return Unauthorized("missing or invalid gateway context")
 			}

@@ -54,7 +54,8 @@ func TestJourney(t *testing.T) {
 
 	req := httptest.NewRequest(http.MethodPost, "/api/v1/organizations", strings.NewReader(`{"name":"Acme","slug":"acme"}`))
 	req.Header.Set("Content-Type", "application/json")
-	v, _ := codec.Sign(authn.Identity{Subject: uuid.NewString(), OrgID: uuid.NewString(), Scopes: []string{"admin:orgs"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	v, _ := codec.Sign(authn.Identity{Subject: uuid.NewString(), OrgID: uuid.NewString(), Scopes: []string{"admin:orgs"}, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: req.Method, Path: req.URL.Path})
 	req.Header.Set(authn.Header, v)
 	r := serve(tsvc.Handler(), req)
 	if r.status != http.StatusCreated {

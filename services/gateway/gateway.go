@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +123,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway upstream %s: %w", rt.Service, err)
 		}
 		rt.proxy = newProxy(target, transport, pool, logger, rt.Service)
+		rt.basePath = strings.TrimSuffix(target.Path, "/")
 		rt.upstream = g.metrics.upstream.WithLabelValues(rt.Service)
 	}
 

@@ -31,7 +31,8 @@ func TestValidTokenIsProxiedWithSignedContext(t *testing.T) {
 	e.putOrg(t, "org-1", "active", 100)
 	c := claims("org-1", "agents:write agents:read")
 	c["act"] = map[string]any{"sub": "agent-2", "act": map[string]any{"sub": "agent-3"}}
-	forged, err := e.codec.Sign(authn.Identity{Subject: "admin", OrgID: "other", Scopes: []string{"admin:orgs"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	forged, err := e.codec.Sign(authn.Identity{Subject: "admin", OrgID: "other", Scopes: []string{"admin:orgs"}, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: "GET", Path: "/api/v1/agents/abc/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,8 @@ func TestValidTokenIsProxiedWithSignedContext(t *testing.T) {
 	id := *r.echo.Identity
 	want := authn.Identity{Subject: "agent-1", OrgID: "org-1", ClientID: "agent-1", Scopes: []string{"agents:read", "agents:write"},
 		Actors: []string{"agent-2", "agent-3"}, JTI: c["jti"].(string), ExpiresAt: c["exp"].(int64), RequestID: "req-123",
-		IssuedAtMs: c["iat"].(int64) * 1000} // no iat_ms claim: second precision
+		IssuedAtMs: c["iat"].(int64) * 1000, // no iat_ms claim: second precision
+		Method:     "GET", Path: "/api/v1/agents/abc/"}
 	id.SignedAt = 0
 	if fmt.Sprint(id) != fmt.Sprint(want) {
 		t.Errorf("Got(identity) = %+v; want %+v", id, want)
@@ -76,10 +78,68 @@ func TestValidTokenIsProxiedWithSignedContext(t *testing.T) {
 	}
 }
 
+// TestForwardedContextNamesForwardedMethodAndPath: the gateway binds the
+// internal context to the method and the path the upstream receives (with
+// the upstream URL's base path, without the query string), so a service
+// can refuse it on any other route (TestAttackInternalContextReplayedOnAnotherRoute).
+func TestForwardedContextNamesForwardedMethodAndPath(t *testing.T) {
+	t.Parallel()
+	var tokenBase string
+	e := newEnv(t, envOptions{configure: func(c *Config) {
+		tokenBase = c.Upstreams[ServiceToken]
+		c.Upstreams[ServiceToken] = tokenBase + "/svc/"
+	}})
+	e.putOrg(t, "org-1", "active", 100)
+	tok := e.issuer.token(t, claims("org-1", "agents:write agents:read"))
+	for _, tc := range []struct{ method, path, wantPath string }{
+		{"GET", "/api/v1/agents?limit=1&page=2", "/svc/api/v1/agents"},
+		{"DELETE", "/api/v1/agents/x", "/svc/api/v1/agents/x"},
+		{"PATCH", "/api/v1/agents/x/", "/svc/api/v1/agents/x/"},
+	} {
+		r := e.do(t, tc.method, tc.path, tok, nil)
+		if r.status != http.StatusOK || r.echo.Path != tc.wantPath {
+			t.Fatalf("Got(%s %s) = %d %s at %q; want 200 at %q", tc.method, tc.path, r.status, r.body, r.echo.Path, tc.wantPath)
+		}
+		if r.echo.Identity == nil {
+			t.Fatalf("Got(%s %s context) = none, verify error %q; want one bound to %s %s", tc.method, tc.path, r.echo.VerifyErr, tc.method, tc.wantPath)
+		}
+		if id := r.echo.Identity; id.Method != tc.method || id.Path != tc.wantPath {
+			t.Errorf("Got(%s %s context route) = %s %s; want %s %s", tc.method, tc.path, id.Method, id.Path, tc.method, tc.wantPath)
+		}
+	}
+}
+
+// TestAttackSpoofedForwardedForDoesNotChangeClientAddr: on the public
+// token endpoint the gateway hands the token service the client's address
+// signed (the TCP peer's, here 127.0.0.1); whatever X-Forwarded-For,
+// X-Real-Ip or X-Agentidp-Client-Addr the client sends, that address stays
+// the same, so rotating those headers cannot reset the per-address count
+// of failed authentications.
+func TestAttackSpoofedForwardedForDoesNotChangeClientAddr(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOptions{})
+	other, _ := authn.NewCodec(randBytes(32))
+	for _, h := range []map[string]string{
+		nil,
+		{"X-Forwarded-For": "6.6.6.6"},
+		{"X-Forwarded-For": "6.6.6.7, 10.0.0.1", "X-Real-Ip": "6.6.6.8", "Forwarded": "for=6.6.6.9"},
+		{authn.ClientAddrHeader: other.SignClientAddr("6.6.6.10")},
+		{authn.ClientAddrHeader: "6.6.6.11 1800000000 AAAA"},
+	} {
+		r := e.do(t, "POST", "/oauth2/token", "", h)
+		if r.status != http.StatusOK || r.echo.Service != "token" {
+			t.Fatalf("Got(POST /oauth2/token with %v) = %d %s; want 200 from token", h, r.status, r.body)
+		}
+		if r.echo.ClientAddrs != 1 || r.echo.ClientAddr != "127.0.0.1" {
+			t.Errorf("Got(client address with %v) = %d header(s), %q; want one, signed, 127.0.0.1", h, r.echo.ClientAddrs, r.echo.ClientAddr)
+		}
+	}
+}
+
 func TestPublicRouteSkipsAuth(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOptions{})
-	forged, _ := e.codec.Sign(authn.Identity{Subject: "x", OrgID: "y", ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	forged, _ := e.codec.Sign(authn.Identity{Subject: "x", OrgID: "y", ExpiresAt: time.Now().Add(time.Hour).Unix(), Method: "POST", Path: "/oauth2/token"})
 	for _, tc := range []struct{ method, path string }{
 		{"POST", "/oauth2/token"},
 		{"POST", "/api/v1/token"},

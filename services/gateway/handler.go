@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -56,6 +57,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 		return &g.unmatched
 	}
 	if rt.Public {
+		// The client's address, signed: the token service throttles failed
+		// client authentication per address and trusts no other source of
+		// it (a client's X-Forwarded-For was stripped above).
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			h[authn.ClientAddrHeader] = []string{g.codec.SignClientAddr(host)}
+		}
 		g.forward(w, r, rt)
 		return &rt.counters
 	}
@@ -133,11 +140,19 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 		return &rt.counters
 	}
 
-	// 4. Signed internal context, then proxy.
+	// 4. Signed internal context, bound to this request's method and the
+	// path the upstream receives (what httputil.ReverseProxy.SetURL
+	// forwards: the upstream's base path joined with the request path; the
+	// query string is not part of it), then proxy.
+	fwdPath := r.URL.Path
+	if rt.basePath != "" {
+		fwdPath = rt.basePath + fwdPath
+	}
 	signed, err := g.codec.Sign(authn.Identity{
 		Subject: tok.subject, OrgID: tok.orgID, ClientID: tok.clientID,
 		Scopes: tok.scopes, Actors: tok.actors, JTI: tok.jti, ExpiresAt: tok.exp, RequestID: rid,
 		CredentialID: tok.rev.CredentialID, IssuedAtMs: tok.rev.IssuedAtMs,
+		Method: r.Method, Path: fwdPath,
 	})
 	if err != nil {
 		httpx.WriteError(w, httpx.Internal(err))

@@ -137,6 +137,10 @@ type echoed struct {
 	Injected   []string        `json:"injected"`
 	RequestID  string          `json:"requestId"`
 	ForwardFor string          `json:"forwardedFor"`
+	// ClientAddrs are the X-Agentidp-Client-Addr values received, and
+	// ClientAddr the address in the one that verifies.
+	ClientAddrs int    `json:"clientAddrs"`
+	ClientAddr  string `json:"clientAddr"`
 }
 
 func newUpstream(t testing.TB, name string, codec *authn.Codec) *upstream {
@@ -146,9 +150,12 @@ func newUpstream(t testing.TB, name string, codec *authn.Codec) *upstream {
 		u.hits.Add(1)
 		out := echoed{Service: name, Path: r.URL.Path, Contexts: len(r.Header.Values(authn.Header)),
 			Injected: r.Header.Values("X-User-Id"), RequestID: r.Header.Get("X-Request-Id"),
-			ForwardFor: r.Header.Get("X-Forwarded-For")}
+			ForwardFor: r.Header.Get("X-Forwarded-For"), ClientAddrs: len(r.Header.Values(authn.ClientAddrHeader))}
+		if addr, err := codec.VerifyClientAddr(r.Header.Get(authn.ClientAddrHeader)); err == nil {
+			out.ClientAddr = addr
+		}
 		if v := r.Header.Get(authn.Header); v != "" {
-			id, err := codec.Verify(v)
+			id, err := codec.Verify(v, r.Method, r.URL.Path)
 			if err != nil {
 				out.VerifyErr = err.Error()
 			} else {

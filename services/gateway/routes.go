@@ -97,6 +97,10 @@ type route struct {
 	segments []string      // the path's segments, when wildcard
 	proxy    http.Handler
 	upstream prometheus.Observer
+	// basePath is the upstream URL's path without its trailing slash: the
+	// proxy forwards basePath + request path, and the internal context is
+	// signed for that forwarded path.
+	basePath string
 }
 
 func newRouteTable(routes []Route, upstreams map[string]string) (*routeTable, error) {

@@ -1,6 +1,8 @@
 package token
 
 import (
+	"encoding/json"
+	"log/slog"
 	"net/netip"
 	"net/url"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 	"github.com/agentidp/agentidp/services/token/internal/fedclient"
+	"github.com/nats-io/nats.go"
 )
 
 // ClientAuthConfig configures agents' own keys (private_key_jwt) and the
@@ -33,6 +36,10 @@ type ClientAuthConfig struct {
 	FederationURL string
 	// FederationTimeout bounds one exchange check (default 3s).
 	FederationTimeout time.Duration
+	// AuthThrottle limits failed client authentications per client id and
+	// per source address (TOKEN_AUTH_FAIL_CLIENT_LIMIT,
+	// TOKEN_AUTH_FAIL_ADDR_LIMIT, TOKEN_AUTH_FAIL_WINDOW).
+	AuthThrottle domain.AuthThrottleSettings
 }
 
 // clientAuthEnvDocs are merged into EnvDocs.
@@ -43,6 +50,9 @@ var clientAuthEnvDocs = map[string]string{
 	"TOKEN_JWKS_REFRESH_INTERVAL":  "an agent's key jwksUri is fetched again, when an assertion names an unknown kid, at most this often per agent (default 1m, 1s to 24h): new keys are registered, keys no longer published revoked",
 	"FEDERATION_SERVICE_URL":       "base URL of the federation service (e.g. http://federation:8088); set = the jwt-bearer grant exchanges partner tokens through its exchange check",
 	"FEDERATION_SERVICE_TIMEOUT":   "timeout of one exchange check call (default 3s)",
+	"TOKEN_AUTH_FAIL_CLIENT_LIMIT": "failed client authentications of one client id per window before every attempt of it (the right secret included) gets 429 until the window ends (default 10; 0 disables)",
+	"TOKEN_AUTH_FAIL_ADDR_LIMIT":   "failed client authentications from one source address per window, across client ids, before its attempts get 429 (default 100; 0 disables)",
+	"TOKEN_AUTH_FAIL_WINDOW":       "the fixed window of the failed-authentication limits (default 1m, 1s to 24h)",
 }
 
 func init() {
@@ -58,6 +68,17 @@ func clientAuthFromEnv(env *config.Env) ClientAuthConfig {
 		JWKSRefreshInterval:  env.Duration("TOKEN_JWKS_REFRESH_INTERVAL", domain.DefaultClientJWKSRefreshInterval),
 		FederationURL:        env.String("FEDERATION_SERVICE_URL", ""),
 		FederationTimeout:    env.Duration("FEDERATION_SERVICE_TIMEOUT", 3*time.Second),
+		AuthThrottle: domain.AuthThrottleSettings{
+			ClientLimit: int64(env.Int("TOKEN_AUTH_FAIL_CLIENT_LIMIT", domain.DefaultAuthFailClientLimit)),
+			AddrLimit:   int64(env.Int("TOKEN_AUTH_FAIL_ADDR_LIMIT", domain.DefaultAuthFailAddrLimit)),
+			Window:      env.Duration("TOKEN_AUTH_FAIL_WINDOW", domain.DefaultAuthFailWindow),
+		},
+	}
+	if c.AuthThrottle.ClientLimit < 0 || c.AuthThrottle.AddrLimit < 0 {
+		env.Fail("TOKEN_AUTH_FAIL_CLIENT_LIMIT, TOKEN_AUTH_FAIL_ADDR_LIMIT: must not be negative")
+	}
+	if c.AuthThrottle.Window < time.Second || c.AuthThrottle.Window > 24*time.Hour {
+		env.Fail("TOKEN_AUTH_FAIL_WINDOW: must be between 1s and 24h")
 	}
 	allow, err := safehttp.ParseAllowList(env.String("TOKEN_JWKS_ALLOW_PRIVATE", ""))
 	if err != nil {
@@ -95,4 +116,34 @@ func federationClient(cfg Config, d *svcrun.Deps) domain.FederationExchanger {
 		return nil
 	}
 	return fedclient.New(cfg.ClientAuth.FederationURL, d.Codec, cfg.ClientAuth.FederationTimeout)
+}
+
+// AuthBlockSubject is the core NATS subject on which token replicas tell
+// each other about a client id or source address that reached its
+// failed-authentication limit. It is outside the events stream (nothing is
+// stored): a replica that misses a notice blocks the key at its own next
+// failure of it, from the shared count.
+const AuthBlockSubject = "agentidp-internal.token.auth-blocked"
+
+// announceBlock publishes a block to the other replicas (best effort, no
+// round trip: core NATS buffers and flushes in the background).
+func announceBlock(nc *nats.Conn, log *slog.Logger) func(domain.AuthBlock) {
+	return func(b domain.AuthBlock) {
+		data, err := json.Marshal(b)
+		if err == nil {
+			err = nc.Publish(AuthBlockSubject, data)
+		}
+		if err != nil {
+			log.Warn("announce failed-authentication block", "kind", b.Kind, "err", err)
+		}
+	}
+}
+
+// failureCounter is the shared cache as the throttle's counter; nil
+// without a cache (each replica counts alone).
+func failureCounter(d *svcrun.Deps) domain.FailureCounter {
+	if d.Cache == nil {
+		return nil
+	}
+	return d.Cache
 }

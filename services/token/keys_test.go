@@ -79,7 +79,8 @@ func (e *keysEnv) admin(t *testing.T, h http.Handler, method, path string, scope
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
 	if scopes != nil {
-		v, err := e.codec.Sign(authn.Identity{Subject: "operator", OrgID: "platform", Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+		v, err := e.codec.Sign(authn.Identity{Subject: "operator", OrgID: "platform", Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+			Method: req.Method, Path: req.URL.Path})
 		if err != nil {
 			t.Fatal(err)
 		}

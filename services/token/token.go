@@ -8,6 +8,7 @@ package token
 import (
 	"context"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -117,7 +118,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		RotationGrace: cfg.RotationGrace, MaxDelegationDepth: cfg.MaxDelegationDepth,
 		AssertionMaxLifetime: cfg.ClientAuth.AssertionMaxLifetime, JWKSAllowPrivate: cfg.ClientAuth.JWKSAllowPrivate,
 		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure, ClientJWKSRefreshInterval: cfg.ClientAuth.JWKSRefreshInterval,
-	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		AuthThrottle: cfg.ClientAuth.AuthThrottle,
+	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d),
+		Failures: failureCounter(d), AnnounceBlock: announceBlock(d.NATS, d.Logger), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
 	if err != nil {
 		s.async.Close()
@@ -208,6 +211,17 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
+	// Blocks set by the other replicas' failed-authentication counts.
+	blockSub, err := s.d.NATS.Subscribe(AuthBlockSubject, func(m *nats.Msg) {
+		var b domain.AuthBlock
+		if json.Unmarshal(m.Data, &b) == nil {
+			s.svc.ApplyAuthBlock(b)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", AuthBlockSubject, err)
+	}
+	defer func() { _ = blockSub.Unsubscribe() }()
 	if err := s.startKeys(ctx); err != nil {
 		return err
 	}

@@ -131,6 +131,9 @@ func TestConfigFromEnv(t *testing.T) {
 		{"bad alg", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_SIGNING_ALG": "HS256"}, true},
 		{"long kek", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 40)}, true},
 		{"bad rotation grace", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_ROTATION_GRACE": "soon"}, true},
+		{"negative auth fail limit", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_AUTH_FAIL_CLIENT_LIMIT": "-1"}, true},
+		{"auth fail window too short", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_AUTH_FAIL_WINDOW": "10ms"}, true},
+		{"auth fail limits", map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32), "TOKEN_AUTH_FAIL_CLIENT_LIMIT": "5", "TOKEN_AUTH_FAIL_ADDR_LIMIT": "0", "TOKEN_AUTH_FAIL_WINDOW": "5m"}, false},
 	}
 	for _, tc := range tests {
 		env := config.New(func(k string) string { return tc.env[k] })

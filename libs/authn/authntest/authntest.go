@@ -15,7 +15,8 @@ import (
 
 // Request is an httptest request for method and path with body (JSON, when
 // not empty) and, when id is not nil, the internal context for id signed by
-// codec and valid for an hour.
+// codec, valid for an hour and bound to the request's method and path (as
+// the gateway binds it).
 func Request(t testing.TB, codec *authn.Codec, id *authn.Identity, method, path, body string) *http.Request {
 	t.Helper()
 	var rd io.Reader
@@ -29,6 +30,7 @@ func Request(t testing.TB, codec *authn.Codec, id *authn.Identity, method, path,
 	if id != nil {
 		cp := *id
 		cp.ExpiresAt = time.Now().Add(time.Hour).Unix()
+		cp.Method, cp.Path = req.Method, req.URL.Path
 		v, err := codec.Sign(cp)
 		if err != nil {
 			t.Fatal(err)

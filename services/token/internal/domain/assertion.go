@@ -110,10 +110,20 @@ func (s *Service) authenticateAssertion(ctx context.Context, req TokenRequest, n
 		if req.ClientID != "" {
 			clientID = req.ClientID
 		}
-		return ClientRecord{}, s.authFailed(ctx, TokenRequest{ClientID: clientID}, "assertion_malformed")
+		freq := req
+		freq.ClientID = clientID
+		return ClientRecord{}, s.authFailed(ctx, freq, ClientRecord{}, "assertion_malformed")
 	}
+	// The client id comes from the assertion: check its block now.
+	if wait := s.throttle.blockedFor(clientID, nil, now); wait > 0 {
+		s.issued.WithLabelValues("throttled").Inc()
+		return ClientRecord{}, throttled(wait)
+	}
+	freq := req
+	freq.ClientID = clientID
+	var rec ClientRecord // known once loaded: failures land in its organisation
 	failed := func(reason string) (ClientRecord, *OAuthError) {
-		return ClientRecord{}, s.authFailed(ctx, TokenRequest{ClientID: clientID}, reason)
+		return ClientRecord{}, s.authFailed(ctx, freq, rec, reason)
 	}
 	rec, found, err := s.clients.Get(ctx, clientID)
 	if err != nil {

@@ -48,6 +48,33 @@ type TokenRequest struct {
 	ClientAssertion string
 	// Assertion is the partner JWT of the jwt-bearer grant (RFC 7523 §2.1).
 	Assertion string
+	// Source returns the caller's IP address as the gateway saw it (or the
+	// direct peer's; "" when unknown); failed authentications are
+	// throttled per address. It is a function so that the success path
+	// does not pay for verifying the gateway's signed address unless some
+	// key is blocked; nil means unknown.
+	Source func() string
+}
+
+// sourceAddr is the caller's address, "" when unknown.
+func (r TokenRequest) sourceAddr() string {
+	if r.Source == nil {
+		return ""
+	}
+	return r.Source()
+}
+
+// AuthMethod names the client authentication method of the request.
+func (r TokenRequest) AuthMethod() string {
+	switch {
+	case r.ClientAssertion != "":
+		return "private_key_jwt"
+	case r.Basic:
+		return "client_secret_basic"
+	case r.ClientID != "" || r.Secret != "":
+		return "client_secret_post"
+	}
+	return "none"
 }
 
 // ExchangeParams are the RFC 8693 §2.1 parameters of a token exchange.
@@ -106,6 +133,13 @@ func invalidClient(basic bool) *OAuthError {
 // client record (no database on the hot path). Every failure is the same
 // invalid_client answer.
 func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now time.Time) (ClientRecord, string, *OAuthError) {
+	// A blocked client id or address is refused before its secret is
+	// looked at, the right one included: otherwise the block would not
+	// slow guessing down.
+	if wait := s.throttle.blockedFor(req.ClientID, req.Source, now); wait > 0 {
+		s.issued.WithLabelValues("throttled").Inc()
+		return ClientRecord{}, "", throttled(wait)
+	}
 	if req.ClientAssertion != "" {
 		rec, oe := s.authenticateAssertion(ctx, req, now)
 		return rec, "", oe
@@ -126,7 +160,7 @@ func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now 
 	if !found {
 		// Spend the same time as a real comparison.
 		hmac.Equal(digest, s.dummyDigest)
-		return rec, "", s.authFailed(ctx, req, "unknown_client")
+		return rec, "", s.authFailed(ctx, req, ClientRecord{}, "unknown_client")
 	}
 	for _, c := range rec.Credentials {
 		if hmac.Equal(digest, c.Digest) && (c.ExpiresAt == nil || now.Before(*c.ExpiresAt)) {
@@ -134,10 +168,10 @@ func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now 
 		}
 	}
 	if credID == "" {
-		return rec, "", s.authFailed(ctx, req, "invalid_secret")
+		return rec, "", s.authFailed(ctx, req, rec, "invalid_secret")
 	}
 	if rec.Status != StatusActive {
-		return rec, "", s.authFailed(ctx, req, "agent_"+rec.Status)
+		return rec, "", s.authFailed(ctx, req, rec, "agent_"+rec.Status)
 	}
 	return rec, credID, nil
 }
@@ -193,7 +227,7 @@ func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenRespon
 	// does not cover.
 	if s.revoked.Revoked(revocation.Token{Subject: rec.AgentID, CredentialID: credID, OrgID: rec.OrgID, IssuedAtMs: claims.IssuedAtMs}) {
 		s.clients.Invalidate(rec.AgentID)
-		return TokenResponse{}, s.authFailed(ctx, req, "revoked")
+		return TokenResponse{}, s.authFailed(ctx, req, rec, "revoked")
 	}
 	tok, err := s.signer.Sign(claims)
 	if err != nil {
@@ -240,10 +274,15 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 }
 
 // authFailed records a failed client authentication (metric, rate-limited
-// log, auth.failed event) and returns the uniform invalid_client error.
-func (s *Service) authFailed(ctx context.Context, req TokenRequest, reason string) *OAuthError {
+// log, auth.failed event in the organisation of rec when the client is a
+// known agent, the failure counts of the throttle) and returns the uniform
+// invalid_client error, or the throttle's 429 when this attempt was past
+// the limit. It is only on the failure path: the shared-counter round trip
+// and the event cost nothing on a successful issuance.
+func (s *Service) authFailed(ctx context.Context, req TokenRequest, rec ClientRecord, reason string) *OAuthError {
 	s.issued.WithLabelValues("invalid_client").Inc()
 	now := s.now()
+	addr := req.sourceAddr()
 	sec := now.Unix()
 	if s.failLogAt.Load() != sec {
 		s.failLogAt.Store(sec)
@@ -253,13 +292,29 @@ func (s *Service) authFailed(ctx context.Context, req TokenRequest, reason strin
 		s.log.InfoContext(ctx, "client authentication failed", "client_id", truncate(req.ClientID, 64), "reason", reason)
 	}
 	if s.pub != nil {
-		if ev, err := events.New(events.AuthFailed, Source, "", "", events.AuthFailedData{
-			ClientID: truncate(req.ClientID, 64), Reason: reason, At: now.UTC(),
+		if ev, err := events.New(events.AuthFailed, Source, rec.OrgID, rec.AgentID, events.AuthFailedData{
+			ClientID: truncate(req.ClientID, 64), Reason: reason, Method: req.AuthMethod(),
+			SourceAddress: addr, At: now.UTC(),
 		}); err == nil {
 			s.pub.Publish(ev)
 		}
 	}
+	if wait := s.throttle.failed(ctx, req.ClientID, addr, now); wait > 0 {
+		return throttled(wait)
+	}
 	return invalidClient(req.Basic)
+}
+
+// RejectClient records a client authentication that failed before it
+// reached the service (a malformed Authorization header, a missing
+// secret): it is counted and audited like any other failure, and refused
+// with 429 while the client id or address is blocked.
+func (s *Service) RejectClient(ctx context.Context, req TokenRequest, reason string) *OAuthError {
+	if wait := s.throttle.blockedFor(req.ClientID, req.Source, s.now()); wait > 0 {
+		s.issued.WithLabelValues("throttled").Inc()
+		return throttled(wait)
+	}
+	return s.authFailed(ctx, req, ClientRecord{}, reason)
 }
 
 func truncate(s string, n int) string {

@@ -67,6 +67,9 @@ type Settings struct {
 	// an assertion names a key we do not have, at most this often
 	// (default DefaultClientJWKSRefreshInterval).
 	ClientJWKSRefreshInterval time.Duration
+	// AuthThrottle limits failed client authentications; the zero value
+	// means the defaults (DefaultAuthFailClientLimit, …AddrLimit, …Window).
+	AuthThrottle AuthThrottleSettings
 }
 
 // Deps are what the domain service consumes.
@@ -93,6 +96,13 @@ type Deps struct {
 	Replay ReplayCache
 	// Federation, when set, enables the jwt-bearer grant.
 	Federation FederationExchanger
+	// Failures counts failed client authentications across replicas (the
+	// shared cache); nil counts on this replica only.
+	Failures FailureCounter
+	// AnnounceBlock, when set, tells the other replicas about a client id
+	// or address this replica blocked; they call ApplyAuthBlock. It must
+	// not block (core NATS publish).
+	AnnounceBlock func(AuthBlock)
 }
 
 // Service implements agents, credentials and token issuance.
@@ -127,6 +137,7 @@ type Service struct {
 
 	delegationPolicy DelegationPolicy
 	ca               clientAuth
+	throttle         *authThrottle
 }
 
 // NewService loads (or creates) the signing key and builds the service.
@@ -162,6 +173,11 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 		return nil, err
 	}
 	s.ca = newClientAuth(cfg, d)
+	if cfg.AuthThrottle == (AuthThrottleSettings{}) {
+		cfg.AuthThrottle = AuthThrottleSettings{ClientLimit: DefaultAuthFailClientLimit, AddrLimit: DefaultAuthFailAddrLimit, Window: DefaultAuthFailWindow}
+		s.cfg.AuthThrottle = cfg.AuthThrottle
+	}
+	s.throttle = newAuthThrottle(cfg.AuthThrottle, d.Failures, newLocalCounter(func() time.Time { return s.now() }), d.AnnounceBlock, d.Logger)
 	s.clients = NewClientCache(s.loadClient, cfg.ClientCacheTTL, cfg.ClientCacheSize)
 	s.dummyDigest = s.digest("ais_dummy-secret-for-constant-time-comparison")
 	s.issued = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ const maxResponse = 64 << 10
 // Client calls the federation service.
 type Client struct {
 	url   string
+	path  string // url's path, to which the internal context is bound
 	codec *authn.Codec
 	http  *http.Client
 }
@@ -45,8 +47,14 @@ func New(baseURL string, codec *authn.Codec, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = 3 * time.Second
 	}
+	u := strings.TrimRight(baseURL, "/") + Path
+	path := Path
+	if pu, err := url.Parse(u); err == nil && pu.Path != "" {
+		path = pu.Path
+	}
 	return &Client{
-		url:   strings.TrimRight(baseURL, "/") + Path,
+		url:   u,
+		path:  path,
 		codec: codec,
 		http: &http.Client{Timeout: timeout, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
@@ -64,6 +72,7 @@ func (c *Client) ExchangeCheck(ctx context.Context, assertion string) (domain.Fe
 	}
 	id := Identity
 	id.ExpiresAt = time.Now().Add(time.Minute).Unix()
+	id.Method, id.Path = http.MethodPost, c.path
 	sig, err := c.codec.Sign(id)
 	if err != nil {
 		return unavailable("sign internal context: %v", err)

@@ -160,7 +160,8 @@ func (e *env) do(t testing.TB, method, path, org string, scopes []string, body s
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if org != "" {
-		v, err := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: org, Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+		v, err := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: org, Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+			Method: req.Method, Path: req.URL.Path})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -264,7 +264,10 @@ func TestClientKeysJWKSURI(t *testing.T) {
 
 func TestPrivateKeyJWT(t *testing.T) {
 	t.Parallel()
-	e := newKeyEnv(t, keyEnvOptions{})
+	// Many refused assertions of one client in a row: the failed
+	// authentication throttle (TestAttackClientSecretBruteForceThrottled)
+	// is not what this test looks at.
+	e := newKeyEnv(t, keyEnvOptions{tune: func(s *domain.Settings) { s.AuthThrottle.ClientLimit = 1000 }})
 	a := e.createAgent(t, "org-1", "pkjwt@example.com", "")
 	other := e.createAgent(t, "org-1", "other@example.com", "")
 	ecKey, ecJWK := genKey(t, jose.ES256)
@@ -500,6 +503,7 @@ func TestClientKeysJWKSURIRotation(t *testing.T) {
 	e := newKeyEnv(t, keyEnvOptions{tune: func(s *domain.Settings) {
 		s.JWKSAllowPrivate = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		s.ClientJWKSRefreshInterval = every
+		s.AuthThrottle.ClientLimit = 1000 // the flood below is about JWKS fetches
 	}})
 	a := e.createAgent(t, "org-1", "rotating@example.com", "")
 	k1, j1 := genKey(t, jose.ES256)

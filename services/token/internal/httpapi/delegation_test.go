@@ -71,6 +71,7 @@ func (e *env) as(t testing.TB, id authn.Identity, method, path, body string) *ht
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	id.Method, id.Path = req.Method, req.URL.Path
 	v, err := e.codec.Sign(id)
 	if err != nil {
 		t.Fatal(err)

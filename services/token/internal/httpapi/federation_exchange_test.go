@@ -116,7 +116,8 @@ func federatedEnv(t *testing.T) (*env, *partnerIdP, domain.Agent, *httptest.Serv
 	trust := `{"name":"Partner","issuer":"` + partner.issuer + `","jwksUri":"` + partner.issuer + `/jwks.json","claimMapping":{"subjectClaim":"sub","agentMap":{"partner-bot":"` + a.AgentID + `"}}}`
 	req := httptest.NewRequest("POST", "/api/v1/federation/trust", strings.NewReader(trust))
 	req.Header.Set("Content-Type", "application/json")
-	v, _ := codec.Sign(authn.Identity{Subject: "op", OrgID: "platform", Scopes: []string{"admin:orgs"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	v, _ := codec.Sign(authn.Identity{Subject: "op", OrgID: "platform", Scopes: []string{"admin:orgs"}, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: req.Method, Path: req.URL.Path})
 	req.Header.Set(authn.Header, v)
 	rec := httptest.NewRecorder()
 	fed.Handler().ServeHTTP(rec, req)

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
+	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 	"github.com/labstack/echo/v4"
@@ -117,7 +120,15 @@ func parseTokenRequest(r *http.Request, w http.ResponseWriter) (domain.TokenRequ
 
 func (a *API) token(c echo.Context) error {
 	req, oe := parseTokenRequest(c.Request(), c.Response())
+	req.Source = func() string { return a.sourceAddr(c.Request()) }
 	if oe != nil {
+		if oe.Code == "invalid_client" {
+			// Counted and audited like a wrong secret, and refused with
+			// 429 while the client id or address is blocked.
+			if t := a.svc.RejectClient(c.Request().Context(), req, "malformed"); t.Status == http.StatusTooManyRequests {
+				oe = t
+			}
+		}
 		return writeOAuthError(c, oe)
 	}
 	var res any
@@ -146,4 +157,26 @@ func (a *API) jwks(c echo.Context) error {
 func (a *API) discovery(c echo.Context) error {
 	c.Response().Header().Set("Cache-Control", "public, max-age=300")
 	return c.JSON(http.StatusOK, a.svc.Discovery())
+}
+
+// sourceAddr is the caller's IP address for the failed-authentication
+// throttle: the one the gateway signed (authn.ClientAddrHeader), else the
+// TCP peer's. X-Forwarded-For is never read: whoever reaches the service
+// directly could set it to dodge the per-address limit.
+func (a *API) sourceAddr(r *http.Request) string {
+	if v := r.Header.Get(authn.ClientAddrHeader); v != "" && a.codec != nil {
+		if addr, err := a.codec.VerifyClientAddr(v); err == nil {
+			if ip, err := netip.ParseAddr(addr); err == nil {
+				return ip.Unmap().String()
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Unmap().String()
+	}
+	return ""
 }

@@ -39,7 +39,8 @@ func (e *env) form(t testing.TB, path, org string, scopes []string, body string)
 	req := httptest.NewRequest("POST", path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if org != "" {
-		v, err := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: org, Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+		v, err := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: org, Scopes: scopes, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+			Method: req.Method, Path: req.URL.Path})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,7 +128,8 @@ func TestIntrospectionRequestErrors(t *testing.T) {
 				req.Header.Set("Content-Type", tc.ctype)
 			}
 			if tc.org != "" {
-				v, _ := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: tc.org, Scopes: tc.scopes, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+				v, _ := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: tc.org, Scopes: tc.scopes, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+					Method: req.Method, Path: req.URL.Path})
 				req.Header.Set(authn.Header, v)
 			}
 			rec := httptest.NewRecorder()
@@ -257,7 +259,8 @@ func TestAgentInfo(t *testing.T) {
 	e := newEnv(t)
 	a := e.createAgent(t, "org-1", "who@x.io", "")
 	req := httptest.NewRequest("GET", "/agent-info", nil)
-	v, _ := e.codec.Sign(authn.Identity{Subject: a.AgentID, OrgID: "org-1", Scopes: []string{"agents:read"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	v, _ := e.codec.Sign(authn.Identity{Subject: a.AgentID, OrgID: "org-1", Scopes: []string{"agents:read"}, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: "GET", Path: "/agent-info"})
 	req.Header.Set(authn.Header, v)
 	rec := httptest.NewRecorder()
 	e.h.ServeHTTP(rec, req)
@@ -275,7 +278,8 @@ func TestAgentInfo(t *testing.T) {
 		t.Errorf("Got(agent-info) = %v; want a did field", got)
 	}
 	// Another org's agent id in the context is not found; no context is 401.
-	v, _ = e.codec.Sign(authn.Identity{Subject: a.AgentID, OrgID: "org-2", Scopes: []string{"agents:read"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	v, _ = e.codec.Sign(authn.Identity{Subject: a.AgentID, OrgID: "org-2", Scopes: []string{"agents:read"}, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: "GET", Path: "/agent-info"})
 	req = httptest.NewRequest("GET", "/agent-info", nil)
 	req.Header.Set(authn.Header, v)
 	rec = httptest.NewRecorder()
@@ -294,7 +298,8 @@ func BenchmarkIntrospect(b *testing.B) {
 	e := newEnv(b)
 	tok, _, _ := e.issue(b, "org-1", "b@x.io")
 	body := url.Values{"token": {tok}}.Encode()
-	v, _ := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: "org-1", Scopes: []string{"tokens:read"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	v, _ := e.codec.Sign(authn.Identity{Subject: "caller", OrgID: "org-1", Scopes: []string{"tokens:read"}, ExpiresAt: time.Now().Add(time.Hour).Unix(),
+		Method: "POST", Path: "/oauth2/introspect"})
 	b.ReportAllocs()
 	for b.Loop() {
 		req := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(body))

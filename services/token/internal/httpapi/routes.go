@@ -14,8 +14,9 @@ import (
 
 // API holds what the handlers need.
 type API struct {
-	svc *domain.Service
-	log *slog.Logger
+	svc   *domain.Service
+	log   *slog.Logger
+	codec *authn.Codec // verifies the gateway's signed client address
 }
 
 // IsPublic reports the routes reachable without the gateway's internal
@@ -38,7 +39,7 @@ func New(svc *domain.Service, logger *slog.Logger, metrics *httpx.Metrics, codec
 		e.Use(metrics.Middleware)
 	}
 	e.Use(httpx.RequireIdentity(codec, IsPublic))
-	a := &API{svc: svc, log: logger}
+	a := &API{svc: svc, log: logger, codec: codec}
 	a.Routes(e)
 	return e
 }
