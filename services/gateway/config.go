@@ -47,6 +47,9 @@ type Config struct {
 	DialTimeout time.Duration
 	// KVReplicas is used when the gateway has to create the orgs bucket.
 	KVReplicas int
+	// TrustedProxies are load balancers in front of the gateway whose
+	// X-Forwarded-For names the client (GATEWAY_TRUSTED_PROXIES).
+	TrustedProxies trustedProxies
 }
 
 // DefaultConfig returns development defaults: every service on localhost.
@@ -88,6 +91,7 @@ var EnvDocs = map[string]string{
 	"GATEWAY_JWKS_URL":         "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
 	"GATEWAY_JWKS_REFRESH":     "periodic JWKS refresh (default 5m)",
 	"GATEWAY_UPSTREAM_TIMEOUT": "wait for upstream response headers (default 30s)",
+	"GATEWAY_TRUSTED_PROXIES":  "comma-separated CIDRs of load balancers whose X-Forwarded-For names the client (default: none; the peer is the client)",
 	"OPA_POLICY_DIR":           "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
 }
 
@@ -129,5 +133,12 @@ func ConfigFromEnv(env *config.Env) Config {
 	c.UpstreamTimeout = env.Duration("GATEWAY_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
 	c.PolicyDir = env.String("OPA_POLICY_DIR", "")
 	c.KVReplicas = env.Int("NATS_STREAM_REPLICAS", c.KVReplicas)
+	if s := env.String("GATEWAY_TRUSTED_PROXIES", ""); s != "" {
+		p, err := parseTrustedProxies(s)
+		if err != nil {
+			env.Fail("GATEWAY_TRUSTED_PROXIES: %v", err)
+		}
+		c.TrustedProxies = p
+	}
 	return c
 }

@@ -48,11 +48,13 @@ type Gateway struct {
 	cfg    Config
 	logger *slog.Logger
 	codec  *authn.Codec
-	routes *routeTable
-	keys   *jwks.Cache
-	nc     *nats.Conn  // for signing-key change notices; nil in some tests
-	tokens *tokenCache // nil when disabled
-	orgs   *natskv.Orgs
+	// proxies are the trusted load balancers (clientAddr).
+	proxies trustedProxies
+	routes  *routeTable
+	keys    *jwks.Cache
+	nc      *nats.Conn  // for signing-key change notices; nil in some tests
+	tokens  *tokenCache // nil when disabled
+	orgs    *natskv.Orgs
 	// revocations is checked on every authenticated request.
 	revocations *natskv.Revocations
 	policy      *opa.Engine
@@ -108,7 +110,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 		cfg.JWKSURL = cfg.Upstreams[ServiceToken] + "/.well-known/jwks.json"
 	}
 
-	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, nc: d.NATS, now: time.Now, metrics: newMetrics(reg)}
+	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, proxies: cfg.TrustedProxies, nc: d.NATS, now: time.Now, metrics: newMetrics(reg)}
 	g.unmatched.label = "unmatched"
 	var err error
 	if g.routes, err = newRouteTable(cfg.Routes, cfg.Upstreams); err != nil {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -36,6 +35,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 	h := r.Header
+	// The client's address, read before the forwarding headers go.
+	clientAddr, haveAddr := g.proxies.clientAddr(r)
 	stripIdentity(h)
 	rid := h.Get(httpx.RequestIDHeader)
 	if rid == "" || len(rid) > 128 {
@@ -59,9 +60,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 	if rt.Public {
 		// The client's address, signed: the token service throttles failed
 		// client authentication per address and trusts no other source of
-		// it (a client's X-Forwarded-For was stripped above).
-		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-			h[authn.ClientAddrHeader] = []string{g.codec.SignClientAddr(host)}
+		// it (a client's X-Forwarded-For was stripped above; only a
+		// trusted proxy's was read, GATEWAY_TRUSTED_PROXIES).
+		if haveAddr {
+			h[authn.ClientAddrHeader] = []string{g.codec.SignClientAddr(clientAddr)}
 		}
 		g.forward(w, r, rt)
 		return &rt.counters
