@@ -110,10 +110,19 @@ func (h *harness) do(t *testing.T, id *authn.Identity, method, path string) resp
 	return r
 }
 
+// agentEvent is an agent event as the token service publishes it, for an
+// agent allowed agents:read.
 func agentEvent(t *testing.T, typ events.Type, agentID, orgID, status string, at time.Time) events.Envelope {
 	t.Helper()
+	return agentEventScopes(t, typ, agentID, orgID, status, at, []string{"agents:read"})
+}
+
+// agentEventScopes is agentEvent for an agent allowed scopes (nil: an event
+// that does not carry them).
+func agentEventScopes(t *testing.T, typ events.Type, agentID, orgID, status string, at time.Time, scopes []string) events.Envelope {
+	t.Helper()
 	e, err := events.New(typ, "token", orgID, agentID, events.AgentData{
-		AgentID: agentID, OrganizationID: orgID, Email: "bot@example.com", AgentType: "assistant", Status: status, At: at,
+		AgentID: agentID, OrganizationID: orgID, Email: "bot@example.com", AgentType: "assistant", Status: status, Scopes: scopes, At: at,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -417,7 +426,9 @@ func TestRotation(t *testing.T) {
 		}
 	}
 
-	writer := &authn.Identity{Subject: "s", OrgID: org, Scopes: []string{"agents:write"}}
+	// The agent is allowed agents:read: the writer must hold it too
+	// (privilege_test.go).
+	writer := &authn.Identity{Subject: "s", OrgID: org, Scopes: []string{"agents:read", "agents:write"}}
 	r := h.do(t, writer, http.MethodPost, path)
 	if r.status != http.StatusOK {
 		t.Fatalf("POST rotate = %d %s; want 200", r.status, r.raw)

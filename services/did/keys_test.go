@@ -78,7 +78,7 @@ func TestKeysInVault(t *testing.T) {
 		t.Errorf("vault instance keys = %v, %v; want one", inst, err)
 	}
 
-	r := h.do(t, &authn.Identity{Subject: "s", OrgID: org, Scopes: []string{"agents:write"}}, http.MethodPost, "/api/v1/agents/"+id+"/did/rotate")
+	r := h.do(t, &authn.Identity{Subject: "s", OrgID: org, Scopes: []string{"agents:read", "agents:write"}}, http.MethodPost, "/api/v1/agents/"+id+"/did/rotate")
 	if r.status != http.StatusOK {
 		t.Fatalf("POST rotate = %d %s; want 200", r.status, r.raw)
 	}

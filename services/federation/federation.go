@@ -70,6 +70,10 @@ type Config struct {
 	JWKSTimeout time.Duration
 	// JWKSMaxBytes caps a JWKS response (default 256 KiB).
 	JWKSMaxBytes int64
+	// Now is the clock of partner expiry, token validity and the JWKS
+	// refresh intervals (default time.Now); tests set it. Not read from
+	// the environment.
+	Now func() time.Time
 }
 
 // DefaultConfig returns the development defaults.
@@ -196,11 +200,13 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		MaxBytes:    cfg.JWKSMaxBytes,
 		Shared:      d.Cache,
 		Logger:      logger,
+		Now:         cfg.Now,
 		Registerer:  reg,
 	})
 	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	dom := domain.NewService(fedstore.New(d.DB), keys, domain.Options{
 		Audience: cfg.Audience, AllowInsecure: cfg.AllowInsecure, Allow: cfg.AllowPrivate, Logger: logger, Notify: relay.Notify,
+		Now: cfg.Now,
 	})
 	return &Service{
 		domain:  dom,

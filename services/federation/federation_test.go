@@ -36,6 +36,27 @@ type harness struct {
 	codec   *authn.Codec
 	db      *sqlstore.DB
 	svc     *federation.Service
+	clock   *testClock
+}
+
+// testClock is the service's clock in tests: it starts at the wall clock's
+// now and moves only when told, so that intervals (JWKS minimum interval,
+// partner expiry) pass exactly when a test says, however slow the machine.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }
 
 func newHarness(t *testing.T, allow []netip.Prefix) *harness {
@@ -57,6 +78,8 @@ func newHarness(t *testing.T, allow []netip.Prefix) *harness {
 	cfg.AllowInsecure = true // the in-test partner speaks http
 	cfg.AllowPrivate = allow
 	cfg.JWKSMinInterval = 200 * time.Millisecond
+	clock := &testClock{now: time.Now()}
+	cfg.Now = clock.Now
 	svc, err := federation.New(ctx, cfg, &svcrun.Deps{Service: "federation", Registry: prometheus.NewRegistry(), DB: db, NATS: nc, JS: js, Codec: codec})
 	if err != nil {
 		t.Fatalf("federation.New = %v", err)
@@ -71,7 +94,7 @@ func newHarness(t *testing.T, allow []netip.Prefix) *harness {
 		}
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &harness{handler: svc.Handler(), codec: codec, db: db, svc: svc}
+	return &harness{handler: svc.Handler(), codec: codec, db: db, svc: svc, clock: clock}
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -313,30 +336,39 @@ func TestVerify(t *testing.T) {
 	}
 
 	// The partner rotates: the unknown kid triggers one refetch.
-	time.Sleep(250 * time.Millisecond) // past the minimum interval since registration
+	h.clock.Advance(250 * time.Millisecond) // past the minimum interval since registration
 	before := idp.Requests()
 	rotated := idp.AddKey(t, jose.RS256)
 	expectValid(t, "rotated key", h.verify(t, readerID, partnertest.Sign(t, rotated, claims(func(map[string]any) {}))), true, "")
 	if got := idp.Requests() - before; got != 1 {
 		t.Errorf("Got(fetches for the rotation) = %d; want 1", got)
 	}
-	// A flood of random kids within the interval fetches nothing more.
-	before = idp.Requests()
-	for i := range 100 {
+	// A flood of random kids fetches at most once per interval: nothing
+	// more within the interval of the rotation's fetch, then exactly one
+	// fetch for the first unknown kid of the next interval and nothing
+	// more within that one.
+	randomKid := func(i int) string {
 		k, err := jose.GenerateKey(jose.ES256)
 		if err != nil {
 			t.Fatal(err)
 		}
 		k.KID = fmt.Sprintf("random-%d", i)
-		expectValid(t, "random kid", h.verify(t, readerID, partnertest.Sign(t, k, claims(func(map[string]any) {}))), false, "unknown signing key")
+		return partnertest.Sign(t, k, claims(func(map[string]any) {}))
 	}
-	if got := idp.Requests() - before; got > 1 {
-		t.Errorf("Got(fetches for 100 random kids) = %d; want at most 1 per interval", got)
+	for interval := range 2 {
+		before = idp.Requests()
+		for i := range 100 {
+			expectValid(t, "random kid", h.verify(t, readerID, randomKid(i)), false, "unknown signing key")
+		}
+		if got, want := idp.Requests()-before, int64(interval); got != want {
+			t.Errorf("Got(fetches for 100 random kids, interval %d) = %d; want %d", interval, got, want)
+		}
+		h.clock.Advance(250 * time.Millisecond)
 	}
 	// The partner goes down, then serves an empty set: the last good keys verify.
 	for _, mode := range []string{partnertest.ModeDown, partnertest.ModeEmpty, partnertest.ModeGarbage} {
 		idp.SetMode(mode)
-		time.Sleep(250 * time.Millisecond)
+		h.clock.Advance(250 * time.Millisecond)
 		expectValid(t, "unknown kid while "+mode, h.verify(t, readerID, partnertest.Sign(t, other.Key(0), claims(func(map[string]any) {}))), false, "unknown signing key")
 		expectValid(t, "known key while "+mode, h.verify(t, readerID, idp.Token(t, audience, "a")), true, "")
 		expectValid(t, "rotated key while "+mode, h.verify(t, readerID, partnertest.Sign(t, rotated, claims(func(map[string]any) {}))), true, "")
@@ -349,12 +381,12 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("PATCH suspend = %d %s", r.status, r.raw)
 	}
 	expectValid(t, "suspended partner", h.verify(t, readerID, idp.Token(t, audience, "a")), false, "partner suspended")
-	exp := time.Now().Add(1200 * time.Millisecond).UTC().Format(time.RFC3339Nano)
+	exp := h.clock.Now().Add(1200 * time.Millisecond).UTC().Format(time.RFC3339Nano)
 	if r := h.do(t, adminID, http.MethodPatch, "/api/v1/federation/partners/"+id, `{"status":"active","expiresAt":"`+exp+`"}`); r.status != http.StatusOK {
 		t.Fatalf("PATCH expiry = %d %s", r.status, r.raw)
 	}
 	expectValid(t, "active again", h.verify(t, readerID, idp.Token(t, audience, "a")), true, "")
-	time.Sleep(1300 * time.Millisecond)
+	h.clock.Advance(1300 * time.Millisecond)
 	expectValid(t, "expired partner", h.verify(t, readerID, idp.Token(t, audience, "a")), false, "partner trust expired")
 	if r := h.do(t, adminID, http.MethodGet, "/api/v1/federation/partners/"+id, ""); r.body["status"] != "expired" {
 		t.Errorf("Got(status) = %v; want expired", r.body["status"])

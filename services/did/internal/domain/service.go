@@ -146,7 +146,7 @@ func (s *Service) HandleEvent(ctx context.Context, e events.Envelope) error {
 	}
 	a, err := s.store.ApplyAgent(ctx, Agent{
 		AgentID: p.AgentID, OrgID: p.OrganizationID, Email: p.Email, AgentType: p.AgentType, Status: status,
-		Capabilities: caps, Owner: p.Owner, Version: p.Version, DeploymentEnv: p.DeploymentEnv, UpdatedAt: at.UTC(),
+		Capabilities: caps, Owner: p.Owner, Version: p.Version, DeploymentEnv: p.DeploymentEnv, Scopes: p.Scopes, UpdatedAt: at.UTC(),
 	})
 	if err != nil {
 		return fmt.Errorf("apply %s for agent %s: %w", e.Type, p.AgentID, err)
@@ -387,7 +387,8 @@ type Rotation struct {
 
 // Rotate gives the agent a new active key; the previous one is retired but
 // stays listed for RetiredTTL. The caller needs agents:write in the agent's
-// organisation (or admin:orgs).
+// organisation and the privilege rule must allow it (mayRotate), or
+// admin:orgs.
 func (s *Service) Rotate(ctx context.Context, caller authn.Identity, agentID string) (Rotation, error) {
 	if err := httpx.RequireScope(caller, ScopeAgentsWrite, ScopeAdminOrgs); err != nil {
 		return Rotation{}, err
@@ -401,6 +402,9 @@ func (s *Service) Rotate(ctx context.Context, caller authn.Identity, agentID str
 	}
 	if err != nil {
 		return Rotation{}, httpx.Unavailable("agent store unavailable", err)
+	}
+	if err := mayRotate(caller, a); err != nil {
+		return Rotation{}, err
 	}
 	if a.Status == StatusDecommissioned {
 		return Rotation{}, Gone()
@@ -437,4 +441,29 @@ func (s *Service) Rotate(ctx context.Context, caller authn.Identity, agentID str
 		return Rotation{}, err
 	}
 	return Rotation{DID: did, KID: k.KID, PreviousKID: old.KID, RotatedAt: k.CreatedAt, DIDDocument: v.Document}, nil
+}
+
+// mayRotate applies the privilege rule of docs/security.md ("Privilege
+// model") to a DID key rotation, with the token service's refusal: the
+// caller may rotate the key of an agent whose scopes are a subset of its
+// token's (authn.MayManage, the one definition of the rule); admin:orgs
+// rotates everyone's. The scopes come from this service's read model, fed
+// by agent events; while they are unknown (an agent whose last event
+// predates the did service keeping them) it fails closed: 403 for
+// everyone but a platform operator, since an empty list would let any
+// agents:write holder through.
+func mayRotate(caller authn.Identity, a Agent) error {
+	if caller.HasScope(ScopeAdminOrgs) {
+		return nil
+	}
+	if a.Scopes == nil {
+		return httpx.Forbidden("cannot rotate the DID key of this agent: its scopes are not known to the did service yet " +
+			"(they arrive with the agent's next event), and an agent may only manage agents whose scopes are a subset of its own " +
+			"(only admin:orgs manages everyone)")
+	}
+	if !authn.MayManage(caller, a.Scopes) {
+		return httpx.Forbidden("cannot rotate the DID key of this agent: it holds scopes the caller does not, " +
+			"and an agent may only manage agents whose scopes are a subset of its own (only admin:orgs manages everyone)")
+	}
+	return nil
 }

@@ -50,8 +50,14 @@ type Agent struct {
 	Owner         string
 	Version       string
 	DeploymentEnv string
-	CreatedAt     time.Time // time of the first event seen
-	UpdatedAt     time.Time // time of the latest event applied
+	// Scopes are the agent's allowed scopes as the latest agent event
+	// carrying them said (the token service sends them on every agent.*
+	// event); nil while unknown (a row written before the did service
+	// kept them, or events without them). The privilege rule of key
+	// rotation needs them and refuses while they are unknown.
+	Scopes    []string
+	CreatedAt time.Time // time of the first event seen
+	UpdatedAt time.Time // time of the latest event applied
 }
 
 // Key is one DID key's public half and where its private half is kept.
@@ -91,7 +97,9 @@ type Store interface {
 	// agent is unknown. Otherwise it overwrites the mutable fields only if
 	// a.UpdatedAt is not before the stored UpdatedAt (older, redelivered
 	// events change nothing), and never moves a decommissioned agent to
-	// another status. It returns the stored agent after the call.
+	// another status. A nil a.Scopes (the event did not carry them) keeps
+	// the stored scopes; a non-nil one replaces them. It returns the stored
+	// agent after the call.
 	ApplyAgent(ctx context.Context, a Agent) (Agent, error)
 	// GetAgent returns the agent with id or ErrNotFound.
 	GetAgent(ctx context.Context, id string) (Agent, error)

@@ -20,7 +20,7 @@ import (
 //	GET  /api/v1/agents/{agentId}/did            public      DID document (seed path)
 //	GET  /api/v1/agents/{agentId}/did/card       public      agent card
 //	GET  /api/v1/agents/{agentId}/did/resolve    agents:read W3C DID Resolution result
-//	POST /api/v1/agents/{agentId}/did/rotate     agents:write (same org) key rotation
+//	POST /api/v1/agents/{agentId}/did/rotate     agents:write (same org, privilege rule) key rotation
 func NewHandler(svc *domain.Service, codec *authn.Codec, logger *slog.Logger, metrics *httpx.Metrics) http.Handler {
 	e := httpx.NewEcho(logger)
 	if metrics != nil {

@@ -26,14 +26,15 @@ var _ domain.Store = (*Store)(nil)
 // outbox table.
 func New(db *sqlstore.DB) *Store { return &Store{db: db} }
 
-const agentColumns = `agent_id, org_id, email, agent_type, status, capabilities, owner, version, deployment_env, created_at, updated_at`
+const agentColumns = `agent_id, org_id, email, agent_type, status, capabilities, owner, version, deployment_env, scopes, created_at, updated_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanAgent(r scanner) (domain.Agent, error) {
 	var a domain.Agent
 	var caps string
-	if err := r.Scan(&a.AgentID, &a.OrgID, &a.Email, &a.AgentType, &a.Status, &caps, &a.Owner, &a.Version, &a.DeploymentEnv, &a.CreatedAt, &a.UpdatedAt); err != nil {
+	var scopes sql.NullString
+	if err := r.Scan(&a.AgentID, &a.OrgID, &a.Email, &a.AgentType, &a.Status, &caps, &a.Owner, &a.Version, &a.DeploymentEnv, &scopes, &a.CreatedAt, &a.UpdatedAt); err != nil {
 		return domain.Agent{}, err
 	}
 	if err := json.Unmarshal([]byte(caps), &a.Capabilities); err != nil {
@@ -41,6 +42,15 @@ func scanAgent(r scanner) (domain.Agent, error) {
 	}
 	if a.Capabilities == nil {
 		a.Capabilities = []string{}
+	}
+	// NULL stays nil: scopes not known (domain.Agent.Scopes).
+	if scopes.Valid {
+		if err := json.Unmarshal([]byte(scopes.String), &a.Scopes); err != nil {
+			return domain.Agent{}, fmt.Errorf("agent %s scopes: %w", a.AgentID, err)
+		}
+		if a.Scopes == nil {
+			a.Scopes = []string{}
+		}
 	}
 	a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
 	return a, nil
@@ -72,12 +82,23 @@ func (s *Store) ApplyAgent(ctx context.Context, a domain.Agent) (domain.Agent, e
 	}
 	at := a.UpdatedAt.UTC()
 	var out domain.Agent
+	scopesArg := func(scopes []string) (any, error) {
+		if scopes == nil {
+			return nil, nil // unknown: NULL
+		}
+		b, err := json.Marshal(scopes)
+		return string(b), err
+	}
 	err = s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
 		cur, err := getAgent(ctx, tx, a.AgentID, true)
 		switch {
 		case errors.Is(err, domain.ErrNotFound):
-			_, err = tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				a.AgentID, a.OrgID, a.Email, a.AgentType, a.Status, string(caps), a.Owner, a.Version, a.DeploymentEnv, at, at)
+			sc, err := scopesArg(a.Scopes)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO agents (`+agentColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				a.AgentID, a.OrgID, a.Email, a.AgentType, a.Status, string(caps), a.Owner, a.Version, a.DeploymentEnv, sc, at, at)
 			if err != nil {
 				return fmt.Errorf("insert agent: %w", err)
 			}
@@ -90,9 +111,19 @@ func (s *Store) ApplyAgent(ctx context.Context, a domain.Agent) (domain.Agent, e
 			if cur.Status == domain.StatusDecommissioned {
 				status = domain.StatusDecommissioned
 			}
+			// An event without scopes says nothing about them: the
+			// known ones stay.
+			scopes := a.Scopes
+			if scopes == nil {
+				scopes = cur.Scopes
+			}
+			sc, err := scopesArg(scopes)
+			if err != nil {
+				return err
+			}
 			_, err = tx.ExecContext(ctx, `UPDATE agents SET org_id = ?, email = ?, agent_type = ?, status = ?, capabilities = ?,
-				owner = ?, version = ?, deployment_env = ?, updated_at = ? WHERE agent_id = ?`,
-				a.OrgID, a.Email, a.AgentType, status, string(caps), a.Owner, a.Version, a.DeploymentEnv, at, a.AgentID)
+				owner = ?, version = ?, deployment_env = ?, scopes = ?, updated_at = ? WHERE agent_id = ?`,
+				a.OrgID, a.Email, a.AgentType, status, string(caps), a.Owner, a.Version, a.DeploymentEnv, sc, at, a.AgentID)
 			if err != nil {
 				return fmt.Errorf("update agent: %w", err)
 			}

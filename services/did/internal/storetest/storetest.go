@@ -32,6 +32,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	}{
 		{"ApplyAgentInsertsAndUpdates", testApplyAgent},
 		{"ApplyAgentIgnoresOlderEvents", testApplyOlder},
+		{"ApplyAgentScopes", testApplyAgentScopes},
 		{"DecommissionedIsTerminal", testDecommissionedTerminal},
 		{"GetAgentNotFound", testNotFound},
 		{"CreateFirstKeyOnce", testCreateFirstKey},
@@ -102,6 +103,48 @@ func testApplyAgent(t *testing.T, h Harness) {
 	read, err := h.Store.GetAgent(ctx, id)
 	if err != nil || !equalAgent(read, got) {
 		t.Errorf("GetAgent = %+v, %v; want %+v", read, err, got)
+	}
+}
+
+// testApplyAgentScopes: scopes are unknown (nil) until an event carries
+// them, an event without them keeps the known ones, a later event's replace
+// them (an empty list stays distinct from unknown), an older event's
+// change nothing.
+func testApplyAgentScopes(t *testing.T, h Harness) {
+	ctx := context.Background()
+	id := uuid.NewString()
+	apply := func(step string, at time.Time, scopes []string, want []string) {
+		t.Helper()
+		a := agent(id, domain.StatusActive, at)
+		a.Scopes = scopes
+		got, err := h.Store.ApplyAgent(ctx, a)
+		if err != nil {
+			t.Fatalf("%s: ApplyAgent = %v", step, err)
+		}
+		read, err := h.Store.GetAgent(ctx, id)
+		if err != nil {
+			t.Fatalf("%s: GetAgent = %v", step, err)
+		}
+		for _, g := range [][]string{got.Scopes, read.Scopes} {
+			if (g == nil) != (want == nil) || !slices.Equal(g, want) {
+				t.Errorf("%s: Got(scopes) = %#v (ApplyAgent), %#v (GetAgent); want %#v", step, got.Scopes, read.Scopes, want)
+				break
+			}
+		}
+	}
+	apply("created without scopes", base, nil, nil)
+	apply("first scopes", base.Add(time.Second), []string{"agents:read", "agents:write"}, []string{"agents:read", "agents:write"})
+	apply("event without scopes", base.Add(2*time.Second), nil, []string{"agents:read", "agents:write"})
+	apply("scopes reduced", base.Add(3*time.Second), []string{"agents:read"}, []string{"agents:read"})
+	apply("older event", base.Add(time.Second), []string{"admin:orgs"}, []string{"agents:read"})
+	apply("empty list", base.Add(4*time.Second), []string{}, []string{})
+
+	other := uuid.NewString()
+	a := agent(other, domain.StatusActive, base)
+	a.Scopes = []string{"admin:orgs", "agents:read"}
+	got, err := h.Store.ApplyAgent(ctx, a)
+	if err != nil || !slices.Equal(got.Scopes, a.Scopes) {
+		t.Errorf("Got(ApplyAgent(new agent with scopes)) = %#v, %v; want %#v", got.Scopes, err, a.Scopes)
 	}
 }
 
@@ -261,5 +304,6 @@ func testRotateWithoutKey(t *testing.T, h Harness) {
 func equalAgent(a, b domain.Agent) bool {
 	return a.AgentID == b.AgentID && a.OrgID == b.OrgID && a.Email == b.Email && a.AgentType == b.AgentType &&
 		a.Status == b.Status && slices.Equal(a.Capabilities, b.Capabilities) && a.Owner == b.Owner && a.Version == b.Version &&
-		a.DeploymentEnv == b.DeploymentEnv && a.CreatedAt.Equal(b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt)
+		a.DeploymentEnv == b.DeploymentEnv && (a.Scopes == nil) == (b.Scopes == nil) && slices.Equal(a.Scopes, b.Scopes) &&
+		a.CreatedAt.Equal(b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt)
 }

@@ -78,6 +78,9 @@ func NewService(store Store, keys KeySets, o Options) *Service {
 	return &Service{store: store, keys: keys, o: o}
 }
 
+// Now is the service's clock (Options.Now).
+func (s *Service) Now() time.Time { return s.o.Now() }
+
 func notFound() *httpx.Error {
 	return httpx.NotFound(CodePartnerNotFound, "federation partner not found")
 }

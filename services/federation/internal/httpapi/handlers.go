@@ -29,9 +29,11 @@ type partner struct {
 	UpdatedAt            time.Time           `json:"updated_at"`
 }
 
-func toWire(p domain.Partner) partner {
+// toWire renders p; its status is the effective one at now (the service's
+// clock, so that it agrees with verification).
+func toWire(p domain.Partner, now time.Time) partner {
 	return partner{ID: p.ID, Name: p.Name, Issuer: p.Issuer, JWKSURI: p.JWKSURI, Audience: p.Audience,
-		AllowedOrganizations: p.AllowedOrganizations, ClaimMapping: p.ClaimMapping, Status: p.EffectiveStatus(time.Now()),
+		AllowedOrganizations: p.AllowedOrganizations, ClaimMapping: p.ClaimMapping, Status: p.EffectiveStatus(now),
 		ExpiresAt: p.ExpiresAt, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 }
 
@@ -61,7 +63,7 @@ func (h *handlers) register(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(c, http.StatusCreated, toWire(p))
+	return httpx.JSON(c, http.StatusCreated, toWire(p, h.svc.Now()))
 }
 
 type listResponse struct {
@@ -87,7 +89,7 @@ func (h *handlers) list(c echo.Context) error {
 	}
 	out := listResponse{Data: make([]partner, 0, len(list)), Pagination: httpx.NewPagination(pg, total)}
 	for _, p := range list {
-		out.Data = append(out.Data, toWire(p))
+		out.Data = append(out.Data, toWire(p, h.svc.Now()))
 	}
 	return httpx.JSON(c, http.StatusOK, out)
 }
@@ -101,7 +103,7 @@ func (h *handlers) get(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(c, http.StatusOK, toWire(p))
+	return httpx.JSON(c, http.StatusOK, toWire(p, h.svc.Now()))
 }
 
 type updateRequest struct {
@@ -130,7 +132,7 @@ func (h *handlers) update(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return httpx.JSON(c, http.StatusOK, toWire(p))
+	return httpx.JSON(c, http.StatusOK, toWire(p, h.svc.Now()))
 }
 
 func (h *handlers) remove(c echo.Context) error {

@@ -79,7 +79,8 @@ func (s *Service) authorizeOn(ctx context.Context, caller authn.Identity, agentI
 	return a, nil
 }
 
-// mayManage is the privilege rule: a caller may manage a target only when
+// mayManage is the privilege rule (its core, authn.MayManage, is shared
+// with the did service's key rotation): a caller may manage a target only when
 // every scope the target is allowed is one the caller's token carries, so
 // that no operation can hand the caller (through a credential or key it
 // controls) or anyone else more than the caller was given. The platform
@@ -88,14 +89,9 @@ func (s *Service) authorizeOn(ctx context.Context, caller authn.Identity, agentI
 // on itself follows the same rule (a token narrower than its agent cannot
 // mint a wider credential for it).
 func mayManage(caller authn.Identity, target Agent, op AgentOp) error {
-	if caller.HasScope(ScopeAdminOrgs) {
-		return nil
-	}
-	for _, sc := range target.Scopes {
-		if !caller.HasScope(sc) {
-			return httpx.Forbidden(fmt.Sprintf("cannot %s this agent: it holds scopes the caller does not, "+
-				"and an agent may only manage agents whose scopes are a subset of its own (only admin:orgs manages everyone)", op.Verb))
-		}
+	if !authn.MayManage(caller, target.Scopes) {
+		return httpx.Forbidden(fmt.Sprintf("cannot %s this agent: it holds scopes the caller does not, "+
+			"and an agent may only manage agents whose scopes are a subset of its own (only admin:orgs manages everyone)", op.Verb))
 	}
 	return nil
 }
