@@ -111,9 +111,12 @@ func kids(set jose.JWKS) []string {
 	return out
 }
 
+// waitFor polls cond until it holds. The bound only ends a failing test;
+// it is generous because the race detector on a loaded 2-core machine
+// makes every step many times slower.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
