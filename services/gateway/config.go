@@ -47,6 +47,8 @@ type Config struct {
 	DialTimeout time.Duration
 	// KVReplicas is used when the gateway has to create the orgs bucket.
 	KVReplicas int
+	// Now is the clock (nil: time.Now); tests move it instead of sleeping.
+	Now func() time.Time
 	// TrustedProxies are load balancers in front of the gateway whose
 	// X-Forwarded-For names the client (GATEWAY_TRUSTED_PROXIES).
 	TrustedProxies trustedProxies

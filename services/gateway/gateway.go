@@ -132,7 +132,10 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if cfg.TokenCacheSize > 0 {
 		g.tokens = newTokenCache(cfg.TokenCacheSize)
 	}
-	g.keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, MinInterval: cfg.JWKSMinInterval, Logger: logger})
+	if cfg.Now != nil {
+		g.now = cfg.Now
+	}
+	g.keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, MinInterval: cfg.JWKSMinInterval, Logger: logger, Now: g.now})
 	if cfg.PolicyDir != "" {
 		g.policy, err = opa.New(ctx, os.DirFS(cfg.PolicyDir), cfg.DecisionCacheSize, logger)
 	} else {

@@ -248,9 +248,15 @@ func TestRejectedTokens(t *testing.T) {
 
 func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{configure: func(c *Config) { c.JWKSMinInterval = 300 * time.Millisecond }})
+	// The clock moves only when the test says, so the flood below falls in
+	// one interval however slowly it runs.
+	// Tokens below live 10 minutes, so the clock moves a minute at a time.
+	var offset atomic.Int64
+	start := time.Now()
+	now := func() time.Time { return start.Add(time.Duration(offset.Load())) }
+	e := newEnv(t, envOptions{configure: func(c *Config) { c.JWKSMinInterval = time.Minute; c.Now = now }})
 	e.putOrg(t, "org-1", "active", 100000)
-	time.Sleep(350 * time.Millisecond) // let the start-up fetch leave the interval
+	offset.Add(int64(time.Minute + time.Second)) // the start-up fetch leaves the interval
 	before := e.issuer.fetches.Load()
 
 	var wg sync.WaitGroup
@@ -273,8 +279,8 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if got := e.issuer.fetches.Load() - before; got > 1 {
-		t.Errorf("Got(JWKS fetches for 100 random kids) = %d; want <= 1", got)
+	if got := e.issuer.fetches.Load() - before; got != 1 {
+		t.Errorf("Got(JWKS fetches for 100 random kids) = %d; want 1 (one per interval)", got)
 	}
 	if unauthorized.Load() != 100 {
 		t.Errorf("Got(401s) = %d; want 100", unauthorized.Load())
@@ -285,7 +291,7 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	e.issuer.mu.Lock()
 	e.issuer.jwks.Keys = append(e.issuer.jwks.Keys, newJWK)
 	e.issuer.mu.Unlock()
-	time.Sleep(350 * time.Millisecond)
+	offset.Add(int64(time.Minute + time.Second))
 	tok, _ := newSigner.Sign(claims("org-1", "agents:read"))
 	if r := e.do(t, "GET", "/api/v1/agents", tok, nil); r.status != http.StatusOK {
 		t.Errorf("Got(token signed by rotated key) = %d %s; want 200", r.status, r.body)
