@@ -197,8 +197,12 @@ func (c *Consumer) runOn(ctx context.Context, stream string, cfg jetstream.Consu
 		}
 	}
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(c.o.BatchSize, jetstream.FetchMaxWait(maxWait))
+		// The fetch ends with ctx too, so shutdown never waits out a long
+		// poll.
+		fctx, fcancel := context.WithTimeout(ctx, maxWait)
+		batch, err := cons.Fetch(c.o.BatchSize, jetstream.FetchContext(fctx))
 		if err != nil {
+			fcancel()
 			if ctx.Err() != nil {
 				return
 			}
@@ -228,6 +232,7 @@ func (c *Consumer) runOn(ctx context.Context, stream string, cfg jetstream.Consu
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			c.o.Logger.Debug("fetch batch ended", "durable", c.o.Durable, "err", err)
 		}
+		fcancel()
 		if len(deliveries) == 0 {
 			continue
 		}

@@ -344,3 +344,46 @@ func TestReplayDeliversDeadLettersOnceToTheirConsumer(t *testing.T) {
 		t.Error("replay without a consumer name succeeded")
 	}
 }
+
+// TestConsumerLiftsMaxDeliverOfExistingDurable: a durable created by an
+// earlier release (MaxDeliver 10) is updated in place to unlimited
+// deliveries, so an upgraded service still never dead-letters by count.
+func TestConsumerLiftsMaxDeliverOfExistingDurable(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	subject := events.DomainSubjects("agent")
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamName, jetstream.ConsumerConfig{
+		Durable: "old", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		MaxDeliver: 10, MaxAckPending: 1024, DeliverPolicy: jetstream.DeliverAllPolicy, FilterSubject: subject,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	evs := publishEvents(t, js, events.AgentCreated, 1)
+	rec := newRecorder()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = natsbus.Consume(ctx, js, natsbus.ConsumerOptions{Durable: "old", Subjects: []string{subject}, MaxWait: 50 * time.Millisecond}, rec.handle)
+	}()
+	awaitCond(t, "the event handled", func() bool {
+		var k int
+		rec.with(func(r *recorder) { k = r.done[evs[0].ID] })
+		return k == 1
+	})
+	cons, err := js.Consumer(ctx, events.StreamName, "old")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxDeliver != -1 {
+		t.Errorf("MaxDeliver of the upgraded durable = %d; want -1", info.Config.MaxDeliver)
+	}
+	cancel()
+	<-done
+}
