@@ -1,7 +1,8 @@
 // Command agentidp is the all-in-one AgentIdP binary: `agentidp dev` runs
 // every service in one process on embedded defaults, `agentidp bootstrap`
 // creates the first organisation and admin agent in a production database,
-// and `agentidp context` signs an internal context for benchmarks.
+// `agentidp context` signs an internal context for benchmarks, and
+// `agentidp events replay` replays dead-lettered events.
 package main
 
 import (
@@ -47,6 +48,8 @@ func dispatch(ctx context.Context, args []string, getenv func(string) string, st
 		return runAdmin(ctx, args[2:], getenv, stdout)
 	case "context":
 		return runContext(args[2:], getenv, stdout)
+	case "events":
+		return runEvents(ctx, args[2:], getenv, stdout)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "agentidp", version)
 		return nil
@@ -79,6 +82,9 @@ Usage:
   agentidp context --sub AGENT --org ORG --path /api/v1/agents [--method GET] [--scopes a,b] [--ttl 1h]
       Print a signed internal context header (AGENTIDP_INTERNAL_KEY) for
       calling a service directly in benchmarks.
+  agentidp events replay --consumer NAME [--nats URL] [--data DIR] [--since T] [--until T] [--id EVENT_ID] [--dry-run]
+      Republish a consumer's dead-lettered events to that consumer alone
+      (idempotently), after the cause is fixed. See docs/operations.md.
   agentidp version
 `)
 }

@@ -17,6 +17,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"bootstrap", "--help"},
 		{"context", "--help"},
 		{"admin", "--help"}, {"admin", "reset-credentials", "--help"},
+		{"events", "--help"}, {"events", "replay", "--help"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), append([]string{"agentidp"}, args...), noEnv, &out, &errOut)
@@ -27,7 +28,7 @@ func TestHelpExitsZero(t *testing.T) {
 			t.Errorf("agentidp %s printed no usage on stdout:\n%s", strings.Join(args, " "), &out)
 		}
 	}
-	for _, args := range [][]string{{"dev", "--no-such-flag"}, {"admin", "reset-credentials", "--no-such-flag"}, {"no-such-command"}, {}} {
+	for _, args := range [][]string{{"dev", "--no-such-flag"}, {"admin", "reset-credentials", "--no-such-flag"}, {"events", "replay", "--no-such-flag"}, {"no-such-command"}, {}} {
 		var out bytes.Buffer
 		if err := run(context.Background(), append([]string{"agentidp"}, args...), noEnv, &out, &out); err == nil {
 			t.Errorf("agentidp %s succeeded, want an error", strings.Join(args, " "))

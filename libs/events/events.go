@@ -32,6 +32,15 @@ const DeadLetterStream = "AGENTIDP_DLQ"
 // DeadLetterPrefix starts dead-letter subjects: agentidp_dlq.<consumer>.
 const DeadLetterPrefix = "agentidp_dlq"
 
+// ReplayStream holds dead-lettered events republished for one consumer by
+// `agentidp events replay`. It is separate from StreamName so that only the
+// named consumer sees a replay (consumers filtering agentidp.> would
+// otherwise receive every other consumer's replays too).
+const ReplayStream = "AGENTIDP_REPLAY"
+
+// ReplayPrefix starts replay subjects: agentidp_replay.<consumer>.
+const ReplayPrefix = "agentidp_replay"
+
 // Type names an event, e.g. "token.issued".
 type Type string
 

@@ -1,7 +1,8 @@
 // Package natsbus connects services to NATS JetStream: it sets up the event
 // stream, publishes envelopes (synchronously for the outbox relay, through a
 // bounded asynchronous buffer for high-rate events such as token.issued),
-// runs durable consumers with bounded redelivery and a dead letter, watches
+// runs durable consumers that wait out dependency outages and dead-letter
+// only what can never succeed, replays dead letters, watches
 // KV read models, and embeds a NATS server for dev mode and tests.
 package natsbus
 
@@ -75,6 +76,18 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			Subjects:    []string{events.DeadLetterPrefix + ".>"},
 			Storage:     jetstream.FileStorage,
 			MaxAge:      30 * 24 * time.Hour,
+			Replicas:    o.Replicas,
+		},
+		{
+			// A day of de-duplication: replaying the same dead letter
+			// twice within it is dropped by JetStream (and consumers are
+			// idempotent after that).
+			Name:        events.ReplayStream,
+			Description: "AgentIdP dead-lettered events replayed to one consumer",
+			Subjects:    []string{events.ReplayPrefix + ".>"},
+			Storage:     jetstream.FileStorage,
+			MaxAge:      7 * 24 * time.Hour,
+			Duplicates:  24 * time.Hour,
 			Replicas:    o.Replicas,
 		},
 	}

@@ -2,7 +2,6 @@ package natsbus_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -49,66 +48,6 @@ func TestPublishDeduplicatesByID(t *testing.T) {
 	}
 	if info.State.Msgs != 1 {
 		t.Errorf("stream holds %d messages after publishing one id 3 times; want 1", info.State.Msgs)
-	}
-}
-
-func TestConsumeRedeliversThenDeadLetters(t *testing.T) {
-	t.Parallel()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-
-	good := mustEvent(t, events.AgentCreated, "org-1")
-	poison := mustEvent(t, events.AgentUpdated, "org-1")
-	for _, e := range []events.Envelope{good, poison} {
-		raw, _ := natsbus.Raw(e)
-		if err := natsbus.PublishRaw(ctx, js, []natsbus.RawMessage{raw}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var mu sync.Mutex
-	seen := map[string]int{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = natsbus.Consume(ctx, js, natsbus.ConsumerOptions{
-			Durable: "t1", Subjects: []string{events.DomainSubjects("agent")}, MaxDeliver: 3,
-			BatchSize: 1, MaxWait: 50 * time.Millisecond, Backoff: 10 * time.Millisecond,
-		}, func(_ context.Context, batch []natsbus.Delivery) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, d := range batch {
-				seen[d.Event.ID]++
-				if d.Event.ID == poison.ID {
-					return errors.New("cannot handle")
-				}
-			}
-			return nil
-		})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		dlq, err := js.Stream(ctx, events.DeadLetterStream)
-		if err == nil {
-			if info, err := dlq.Info(ctx); err == nil && info.State.Msgs == 1 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("poison message never reached the dead letter")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if seen[good.ID] != 1 {
-		t.Errorf("good event handled %d times; want 1", seen[good.ID])
-	}
-	if seen[poison.ID] != 3 {
-		t.Errorf("poison event handled %d times; want MaxDeliver=3", seen[poison.ID])
 	}
 }
 

@@ -59,9 +59,10 @@ type Config struct {
 	// AckWait is how long a fetched event may stay unacknowledged before
 	// JetStream redelivers it (ANALYTICS_ACK_WAIT, default 30s).
 	AckWait time.Duration
-	// MaxDeliver is the number of attempts before the dead letter
-	// (ANALYTICS_MAX_DELIVER, default 10).
-	MaxDeliver int
+	// RetryBackoff and RetryMaxBackoff shape the consumer's retries while
+	// the database is away (zero: natsbus defaults, 250ms doubling to
+	// 30s); tests shorten them.
+	RetryBackoff, RetryMaxBackoff time.Duration
 	// PruneInterval is how often old processed ids are deleted
 	// (ANALYTICS_PRUNE_INTERVAL, default 1h).
 	PruneInterval time.Duration
@@ -130,7 +131,7 @@ func parseRetention(v string) (time.Duration, error) {
 // checkpoint key; ConfigFromEnv never uses it, so production requires
 // ANALYTICS_CHECKPOINT_KEY).
 func DefaultConfig() Config {
-	return Config{BatchSize: 256, AckWait: 30 * time.Second, MaxDeliver: 10, PruneInterval: time.Hour, ProcessedRetention: 8 * 24 * time.Hour,
+	return Config{BatchSize: 256, AckWait: 30 * time.Second, PruneInterval: time.Hour, ProcessedRetention: 8 * 24 * time.Hour,
 		AuditRetention: 90 * 24 * time.Hour, RetentionInterval: time.Hour, VerifyInterval: time.Hour, IdentityProvider: "agentidp",
 		CheckpointKey: DevCheckpointKey}
 }
@@ -141,7 +142,6 @@ func ConfigFromEnv(env *config.Env) Config {
 	cfg := Config{
 		BatchSize:              env.Int("ANALYTICS_BATCH_SIZE", d.BatchSize),
 		AckWait:                env.Duration("ANALYTICS_ACK_WAIT", d.AckWait),
-		MaxDeliver:             env.Int("ANALYTICS_MAX_DELIVER", d.MaxDeliver),
 		PruneInterval:          env.Duration("ANALYTICS_PRUNE_INTERVAL", d.PruneInterval),
 		ProcessedRetention:     d.ProcessedRetention,
 		AuditRetention:         d.AuditRetention,
@@ -170,9 +170,6 @@ func ConfigFromEnv(env *config.Env) Config {
 	if cfg.AckWait < time.Second {
 		env.Fail("ANALYTICS_ACK_WAIT: must be at least 1s")
 	}
-	if cfg.MaxDeliver < 1 {
-		env.Fail("ANALYTICS_MAX_DELIVER: must be at least 1")
-	}
 	if cfg.PruneInterval < time.Minute {
 		env.Fail("ANALYTICS_PRUNE_INTERVAL: must be at least 1m")
 	}
@@ -198,7 +195,6 @@ func previousKeys(env *config.Env) [][]byte {
 var Env = map[string]string{
 	"ANALYTICS_BATCH_SIZE":               "events counted per transaction (default 256)",
 	"ANALYTICS_ACK_WAIT":                 "redelivery delay of unacknowledged events (default 30s)",
-	"ANALYTICS_MAX_DELIVER":              "delivery attempts before the dead letter (default 10)",
 	"ANALYTICS_PRUNE_INTERVAL":           "how often processed event ids older than 8 days are deleted (default 1h)",
 	"ANALYTICS_AUDIT_RETENTION":          "audit retention of free-tier (and unknown-tier) organisations: 90d, 2160h or 0 = unlimited (default 90d; pro 365d, enterprise unlimited)",
 	"ANALYTICS_RETENTION_INTERVAL":       "how often audit retention runs (default 1h)",
@@ -245,6 +241,8 @@ type Service struct {
 	// first Run passes the registry, so a restarted Run does not panic on
 	// duplicate registration.
 	regOnce sync.Once
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -386,17 +384,30 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	var reg prometheus.Registerer
 	s.regOnce.Do(func() { reg = s.reg })
-	err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
+	c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
 		Durable:    Durable,
 		Subjects:   []string{events.AllSubjects},
-		MaxDeliver: s.cfg.MaxDeliver,
 		AckWait:    s.cfg.AckWait,
 		BatchSize:  s.cfg.BatchSize,
+		Backoff:    s.cfg.RetryBackoff,
+		MaxBackoff: s.cfg.RetryMaxBackoff,
 		Logger:     s.logger,
 		Registerer: reg,
 	}, s.handle)
+	s.consumer.Store(c)
+	err := c.Run(ctx)
 	wg.Wait()
 	return err
+}
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: Durable}
 }
 
 func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {

@@ -11,6 +11,7 @@ require (
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/svcrun v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/testkit v0.0.0
 	github.com/google/uuid v1.6.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/labstack/echo/v4 v4.16.0
@@ -19,7 +20,6 @@ require (
 )
 
 require (
-	github.com/agentidp/agentidp/libs/testkit v0.0.0 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

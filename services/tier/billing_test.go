@@ -114,3 +114,36 @@ func TestPendingDowngradeSurvivesRestart(t *testing.T) {
 		t.Errorf("Got(tier after restart) = %v; want free", r.body["planTier"])
 	}
 }
+
+// TestUndecodableBillingEventIsDeadLetteredNotDropped: a plan change the
+// tier service cannot decode goes to the dead letter (to be replayed after
+// a fix) instead of being acknowledged and lost; the next one applies.
+func TestUndecodableBillingEventIsDeadLetteredNotDropped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	id := h.create(t, `{"name":"Acme","slug":"acme"}`)["organizationId"].(string)
+	bad, err := events.New(events.BillingSubscriptionUpdated, "billing", id, "", map[string]any{"organizationId": id, "tier": 42})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := natsbus.Raw(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsbus.PublishRaw(context.Background(), h.js, []natsbus.RawMessage{raw}); err != nil {
+		t.Fatal(err)
+	}
+	publishPlan(t, h, id, "pro", time.Now().UTC())
+	waitKV(t, h, id, func(o events.OrgData) bool { return o.PlanTier == "pro" })
+	dlq, err := h.js.Stream(context.Background(), events.DeadLetterStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := dlq.GetLastMsgForSubject(context.Background(), events.DeadLetterPrefix+"."+tier.BillingDurable)
+	if err != nil {
+		t.Fatalf("no dead letter for the undecodable plan change: %v", err)
+	}
+	if got := m.Header.Get(natsbus.HeaderEventID); got != bad.ID {
+		t.Errorf("dead letter event id = %q; want %q", got, bad.ID)
+	}
+}

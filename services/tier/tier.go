@@ -264,8 +264,9 @@ func (s *Service) applyBilling(ctx context.Context, batch []natsbus.Delivery) er
 	for _, d := range batch {
 		var p billingPlan
 		if err := d.Event.DecodeData(&p); err != nil {
-			s.logger.Warn("ignoring undecodable billing event", "eventId", d.Event.ID, "err", err)
-			continue
+			// A plan change no retry can read: dead-lettered, not dropped,
+			// so it can be replayed once the cause is fixed.
+			return natsbus.Permanent(fmt.Errorf("decode billing event %s: %w", d.Event.ID, err))
 		}
 		if p.OrganizationID == "" {
 			p.OrganizationID = d.Event.OrgID
