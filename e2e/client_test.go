@@ -216,3 +216,28 @@ func eventually(t *testing.T, d time.Duration, cond func() bool, msg func() stri
 
 // ioNopCloser is a request body of s.
 func ioNopCloser(s string) io.ReadCloser { return io.NopCloser(strings.NewReader(s)) }
+
+// bootstrapAgent registers an agent in the admin's organisation with
+// scopes, gives it a credential and returns its id, secret and a token
+// for all its scopes.
+func (c *client) bootstrapAgent(t *testing.T, admin, name string, scopes []string) (id, secret, token string) {
+	t.Helper()
+	r := c.do(http.MethodPost, "/api/v1/agents", admin, map[string]any{
+		"email": name + "@bootstrap.example", "agentType": "custom", "version": "1.0.0", "capabilities": []string{"agents:read"},
+		"owner": "team", "deploymentEnv": "production", "scopes": scopes,
+	})
+	c.mustStatus(r, http.StatusCreated, "create agent "+name)
+	var a struct {
+		AgentID string `json:"agentId"`
+	}
+	r.decode(t, &a)
+	r = c.do(http.MethodPost, "/api/v1/agents/"+a.AgentID+"/credentials", admin, map[string]any{})
+	c.mustStatus(r, http.StatusCreated, "credential for "+name)
+	var cred struct {
+		ClientSecret string `json:"clientSecret"`
+	}
+	r.decode(t, &cred)
+	tok, r := c.token(a.AgentID, cred.ClientSecret, strings.Join(scopes, " "))
+	c.mustStatus(r, http.StatusOK, "token of "+name)
+	return a.AgentID, cred.ClientSecret, tok
+}

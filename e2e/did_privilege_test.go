@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -14,36 +13,15 @@ import (
 // (403 FORBIDDEN, the admin's DID keys unchanged), while it rotates the key
 // of an agent its token covers and the operator rotates the admin's.
 func TestAttackAgentsWriteCannotRotateAdminDIDThroughGateway(t *testing.T) {
-	bin := binaries(t)
-	addr := freeAddr(t)
-	dev := start(t, "agentidp-dev", bin+"/agentidp", nil, "dev", "--data", t.TempDir(), "--addr", addr, "--internal-addr", freeAddr(t))
-	adminID := waitOutput(t, dev, clientIDRe)[1]
-	adminSecret := waitOutput(t, dev, clientSecretRe)[1]
-	waitOutput(t, dev, regexp.MustCompile(`AgentIdP is running at`))
-	c := newClient(t, "http://"+addr)
+	dev := startDev(t, nil)
+	c, adminID, adminSecret := dev.c, dev.adminID, dev.adminSecret
 	admin, r := c.token(adminID, adminSecret, "admin:orgs agents:read agents:write")
 	c.mustStatus(r, http.StatusOK, "admin token")
 
 	newAgent := func(name string, scopes []string) (id, token string) {
 		t.Helper()
-		r := c.do(http.MethodPost, "/api/v1/agents", admin, map[string]any{
-			"email": name + "@bootstrap.example", "agentType": "custom", "version": "1.0.0", "capabilities": []string{"agents:read"},
-			"owner": "team", "deploymentEnv": "production", "scopes": scopes,
-		})
-		c.mustStatus(r, http.StatusCreated, "create agent "+name)
-		var a struct {
-			AgentID string `json:"agentId"`
-		}
-		r.decode(t, &a)
-		r = c.do(http.MethodPost, "/api/v1/agents/"+a.AgentID+"/credentials", admin, map[string]any{})
-		c.mustStatus(r, http.StatusCreated, "credential for "+name)
-		var cred struct {
-			ClientSecret string `json:"clientSecret"`
-		}
-		r.decode(t, &cred)
-		tok, r := c.token(a.AgentID, cred.ClientSecret, strings.Join(scopes, " "))
-		c.mustStatus(r, http.StatusOK, "token of "+name)
-		return a.AgentID, tok
+		id, _, token = c.bootstrapAgent(t, admin, name, scopes)
+		return id, token
 	}
 	// authentication methods of the agent's DID document, once the did
 	// service has learned the agent from its events.

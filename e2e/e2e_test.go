@@ -201,3 +201,26 @@ func identityServices(t *testing.T, c *client, adminID, adminSecret string) {
 	c.mustStatus(r, http.StatusBadRequest, "webhook to the metadata address")
 	c.mustStatus(c.do(http.MethodGet, "/api/v1/federation/partners", admin, nil), http.StatusOK, "list federation partners")
 }
+
+// devSuite is a running `agentidp dev` and a client of its gateway.
+type devSuite struct {
+	proc                 *proc
+	c                    *client
+	adminID, adminSecret string
+}
+
+var runningRe = regexp.MustCompile(`AgentIdP is running at`)
+
+// startDev runs `agentidp dev` on a fresh data directory (env adds
+// variables) and waits until it serves, with the admin credentials it
+// printed.
+func startDev(t *testing.T, env []string) devSuite {
+	t.Helper()
+	bin := binaries(t)
+	addr := freeAddr(t)
+	dev := start(t, "agentidp-dev", bin+"/agentidp", env, "dev", "--data", t.TempDir(), "--addr", addr, "--internal-addr", freeAddr(t))
+	s := devSuite{proc: dev, adminID: waitOutput(t, dev, clientIDRe)[1], adminSecret: waitOutput(t, dev, clientSecretRe)[1]}
+	waitOutput(t, dev, runningRe)
+	s.c = newClient(t, "http://"+addr)
+	return s
+}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,18 +14,13 @@ import (
 // webhook signed an hour ahead (a 400), next to one signed now (a 200).
 func TestAttackOutboundThroughGateway(t *testing.T) {
 	mock := startStripeMock(t)
-	bin := binaries(t)
-	addr := freeAddr(t)
-	dev := start(t, "agentidp-dev", bin+"/agentidp", []string{
+	dev := startDev(t, []string{
 		"STRIPE_SECRET_KEY=sk_test_123",
 		"STRIPE_API_BASE=" + mock,
 		"BILLING_STRIPE_WEBHOOK_SECRET=" + billingWebhookSecret,
 		"BILLING_PRICE_PRO=price_pro",
-	}, "dev", "--data", t.TempDir(), "--addr", addr, "--internal-addr", freeAddr(t))
-	adminID := waitOutput(t, dev, clientIDRe)[1]
-	adminSecret := waitOutput(t, dev, clientSecretRe)[1]
-	waitOutput(t, dev, regexp.MustCompile(`AgentIdP is running at`))
-	c := newClient(t, "http://"+addr)
+	})
+	c, adminID, adminSecret := dev.c, dev.adminID, dev.adminSecret
 	admin, r := c.token(adminID, adminSecret, "admin:orgs webhooks:read webhooks:write")
 	c.mustStatus(r, http.StatusOK, "admin token")
 

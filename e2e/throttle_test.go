@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -18,13 +17,8 @@ import (
 // authentications, and the right secret is refused once the client id is
 // blocked.
 func TestAttackSpoofedForwardedForThroughGateway(t *testing.T) {
-	bin := binaries(t)
-	addr := freeAddr(t)
-	dev := start(t, "agentidp-dev", bin+"/agentidp", nil, "dev", "--data", t.TempDir(), "--addr", addr, "--internal-addr", freeAddr(t))
-	adminID := waitOutput(t, dev, clientIDRe)[1]
-	adminSecret := waitOutput(t, dev, clientSecretRe)[1]
-	waitOutput(t, dev, regexp.MustCompile(`AgentIdP is running at`))
-	c := newClient(t, "http://"+addr)
+	dev := startDev(t, nil)
+	c, adminID, adminSecret := dev.c, dev.adminID, dev.adminSecret
 	guess := func(i int, clientID, secret string) response {
 		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {clientID}, "client_secret": {secret}}
 		req, _ := http.NewRequest(http.MethodPost, c.base+"/oauth2/token", strings.NewReader(form.Encode()))
