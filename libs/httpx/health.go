@@ -114,7 +114,9 @@ func (h *Health) AddDependency(name string, c Check) {
 	h.up.WithLabelValues(name).Set(1)
 }
 
-// AddDetail adds a named detail provider to /health/detailed.
+// AddDetail adds a named detail provider to /health/detailed. Providers
+// run on every /health/detailed request and every probe round: they must
+// only read state the process already has (no network round trip).
 func (h *Health) AddDetail(name string, d Detail) {
 	if h == nil || d == nil {
 		return
@@ -195,7 +197,9 @@ type Report struct {
 // detail providers and updates agentidp_dependency_up.
 func (h *Health) Detailed(ctx context.Context) Report {
 	ready, deps, details := h.snapshot()
-	checks := RunChecks(ctx, ready)
+	cctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	checks := RunChecks(cctx, ready)
+	cancel()
 	for k, v := range checks {
 		if v != "ok" {
 			checks[k] = "not ready" // the text may name internals; the category is enough
@@ -317,7 +321,9 @@ func (h *Health) PublicHandler(maxAge time.Duration) http.Handler {
 		if at.IsZero() || time.Since(at) > maxAge {
 			rep := Report{Status: StatusOK}
 			if h != nil {
-				rep = h.Detailed(r.Context())
+				// Not the caller's cancellation: a client that hangs up
+				// must not leave "unreachable" cached for everyone.
+				rep = h.Detailed(context.WithoutCancel(r.Context()))
 			}
 			last = PublicReport{Status: rep.Status, Dependencies: make(map[string]string, len(rep.Dependencies))}
 			for k, v := range rep.Dependencies {
