@@ -42,3 +42,34 @@ func TestIsUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// SQLite busy beyond the busy timeout is "retry later", not a bug.
+func TestIsUnavailableSQLiteBusy(t *testing.T) {
+	t.Parallel()
+	path := t.TempDir() + "/busy.db"
+	holder, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if _, err := holder.Exec("CREATE TABLE t (x INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := holder.Begin() // BEGIN IMMEDIATE: takes the write lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	contender, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer contender.Close()
+	_, err = contender.Exec("INSERT INTO t VALUES (1)")
+	if err == nil {
+		t.Fatal("Got(write while another connection holds the lock) = nil; want SQLITE_BUSY")
+	}
+	if !IsUnavailable(fmt.Errorf("insert: %w", err)) {
+		t.Errorf("Got(IsUnavailable(%v)) = false; want true", err)
+	}
+}
