@@ -20,6 +20,7 @@ import (
 	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/svcrun"
@@ -205,6 +206,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	logger := svcrun.NewLogger(stderr, *logLevel)
+	svcrun.RouteClientLogs(logger)
 	start := time.Now()
 
 	ns, err := natsbus.StartEmbedded(natsOpts)
@@ -250,7 +252,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	deps := func(name string) (*svcrun.Deps, error) {
-		nc, err := ns.Connect("agentidp-dev-" + name)
+		nc, err := ns.Connect("agentidp-dev-"+name, natsbus.LogErrors(logger.With("service", name)))
 		if err != nil {
 			return nil, err
 		}
@@ -258,7 +260,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if err != nil {
 			return nil, err
 		}
-		return &svcrun.Deps{Service: name, Logger: logger.With("service", name), Registry: svcrun.NewRegistry(),
+		reg := svcrun.NewRegistry()
+		return &svcrun.Deps{Service: name, Logger: logger.With("service", name), Registry: reg, Health: httpx.NewHealth(reg),
 			DB: dbs[name], Cache: shared, NATS: nc, JS: js, Codec: codec, Getenv: func(string) string { return "" }, Embedded: true}, nil
 	}
 	first, err := deps("setup")

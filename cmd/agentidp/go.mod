@@ -7,6 +7,7 @@ require (
 	github.com/agentidp/agentidp/libs/cache v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/config v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/events v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/svcrun v0.0.0-00010101000000-000000000000
@@ -23,7 +24,6 @@ require (
 )
 
 require (
-	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000 // indirect
 	github.com/agentidp/agentidp/libs/jose v0.0.0-00010101000000-000000000000 // indirect
 	github.com/agentidp/agentidp/libs/revocation v0.0.0-00010101000000-000000000000 // indirect
 	github.com/agentidp/agentidp/libs/safehttp v0.0.0-00010101000000-000000000000 // indirect

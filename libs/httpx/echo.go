@@ -76,6 +76,9 @@ func toError(err error) *Error {
 	if errors.Is(err, context.Canceled) {
 		return &Error{Status: 499, Code: "CLIENT_CLOSED", Message: "client closed request"}
 	}
+	if IsUnavailable(err) {
+		return Unavailable("a backing service is unavailable; retry later", err)
+	}
 	return Internal(err)
 }
 

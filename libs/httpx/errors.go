@@ -5,8 +5,11 @@
 package httpx
 
 import (
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -111,13 +114,42 @@ func Internal(cause error) *Error {
 	return &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error", Err: cause}
 }
 
-// AsError converts any error to an *Error (a 500 for unknown ones).
+// AsError converts any error to an *Error: a 503 for a dependency that
+// cannot be reached (IsUnavailable), a 500 for other unknown ones.
 func AsError(err error) *Error {
 	var he *Error
 	if errors.As(err, &he) {
 		return he
 	}
+	if IsUnavailable(err) {
+		return Unavailable("a backing service is unavailable; retry later", err)
+	}
 	return Internal(err)
+}
+
+// Unavailabler is implemented by errors that say whether they mean "a
+// dependency cannot be reached right now" (libs/sqlstore marks connection
+// failures, pool timeouts and SQLite busy this way). The HTTP edge answers
+// those with 503 and Retry-After instead of 500, so the domain keeps
+// returning plain wrapped errors.
+type Unavailabler interface {
+	Unavailable() bool
+}
+
+// IsUnavailable reports whether err means a dependency could not be
+// reached: an error in the chain says so (Unavailabler), or the chain holds
+// a network dial or I/O failure, or the driver reported a broken
+// connection.
+func IsUnavailable(err error) bool {
+	var u Unavailabler
+	if errors.As(err, &u) && u.Unavailable() {
+		return true
+	}
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return true
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
 }
 
 // RetryAfterSeconds formats a Retry-After value, at least 1.

@@ -32,12 +32,26 @@ func Connect(url, name string, logger *slog.Logger, extra ...nats.Option) (*nats
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		LogErrors(logger),
 	}
 	nc, err := nats.Connect(url, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats: %w", err)
 	}
 	return nc, nil
+}
+
+// LogErrors routes the client's asynchronous errors (slow consumer,
+// permission violations, JetStream heartbeats missed) through logger.
+// Without an error handler nats.go writes them to stderr as plain text.
+func LogErrors(logger *slog.Logger) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			logger.Warn("nats async error", "subject", sub.Subject, "err", err)
+			return
+		}
+		logger.Warn("nats async error", "err", err)
+	})
 }
 
 // StreamOptions tune the event stream.

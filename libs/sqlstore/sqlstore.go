@@ -200,21 +200,25 @@ func (db *DB) Rebind(query string) string { return Rebind(db.driver, query) }
 
 // ExecContext runs a statement after rebinding its placeholders.
 func (db *DB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return db.sql.ExecContext(ctx, db.Rebind(query), args...)
+	res, err := db.sql.ExecContext(ctx, db.Rebind(query), args...)
+	return res, classify(err)
 }
 
 // QueryContext runs a query after rebinding its placeholders.
 func (db *DB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return db.sql.QueryContext(ctx, db.Rebind(query), args...)
+	rows, err := db.sql.QueryContext(ctx, db.Rebind(query), args...)
+	return rows, classify(err)
 }
 
 // QueryRowContext runs a single-row query after rebinding its placeholders.
+// Its error surfaces at Scan, unclassified: IsUnavailable still recognises
+// it, and libs/httpx maps a network failure in the chain to 503 itself.
 func (db *DB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	return db.sql.QueryRowContext(ctx, db.Rebind(query), args...)
 }
 
 // Ping checks the connection.
-func (db *DB) Ping(ctx context.Context) error { return db.sql.PingContext(ctx) }
+func (db *DB) Ping(ctx context.Context) error { return classify(db.sql.PingContext(ctx)) }
 
 // Close closes the *sql.DB and, on PostgreSQL, the pool.
 func (db *DB) Close() error {
@@ -242,12 +246,14 @@ func (tx *Tx) Rebind(query string) string { return tx.db.Rebind(query) }
 
 // ExecContext runs a statement in the transaction after rebinding.
 func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return tx.tx.ExecContext(ctx, tx.Rebind(query), args...)
+	res, err := tx.tx.ExecContext(ctx, tx.Rebind(query), args...)
+	return res, classify(err)
 }
 
 // QueryContext runs a query in the transaction after rebinding.
 func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return tx.tx.QueryContext(ctx, tx.Rebind(query), args...)
+	rows, err := tx.tx.QueryContext(ctx, tx.Rebind(query), args...)
+	return rows, classify(err)
 }
 
 // QueryRowContext runs a single-row query in the transaction after rebinding.
@@ -266,7 +272,7 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 func (db *DB) InTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *Tx) error) (err error) {
 	stx, err := db.sql.BeginTx(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("sqlstore: begin: %w", err)
+		return fmt.Errorf("sqlstore: begin: %w", classify(err))
 	}
 	tx := &Tx{tx: stx, db: db}
 	committed := false
@@ -280,7 +286,7 @@ func (db *DB) InTxOpts(ctx context.Context, opts *sql.TxOptions, fn func(tx *Tx)
 	}
 	if err := stx.Commit(); err != nil {
 		committed = true // nothing left to roll back
-		return fmt.Errorf("sqlstore: commit: %w", err)
+		return fmt.Errorf("sqlstore: commit: %w", classify(err))
 	}
 	committed = true
 	return nil

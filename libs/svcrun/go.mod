@@ -9,6 +9,8 @@ require (
 	github.com/agentidp/agentidp/libs/httpx v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/natsbus v0.0.0-00010101000000-000000000000
 	github.com/agentidp/agentidp/libs/sqlstore v0.0.0-00010101000000-000000000000
+	github.com/agentidp/agentidp/libs/testkit v0.0.0
+	github.com/labstack/echo/v4 v4.16.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
 )
@@ -26,7 +28,6 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
-	github.com/labstack/echo/v4 v4.16.0 // indirect
 	github.com/labstack/gommon v0.5.0 // indirect
 	github.com/mattn/go-colorable v0.1.15 // indirect
 	github.com/mattn/go-isatty v0.0.24 // indirect

@@ -40,8 +40,11 @@ type Service interface {
 	// Run runs background work (outbox relay, consumers, watchers) until
 	// ctx ends. It returns nil on a clean stop.
 	Run(ctx context.Context) error
-	// Checks are the service's own readiness checks, added to the
-	// dependency checks svcrun adds.
+	// Checks are the service's readiness checks: process-local state it
+	// cannot serve without (initial loads). Shared dependencies (database,
+	// cache, NATS, Vault) are not readiness checks: svcrun probes the ones
+	// in Deps for /health/detailed, and a service adds its own through
+	// Deps.Health.AddDependency.
 	Checks() map[string]httpx.Check
 }
 
@@ -56,7 +59,11 @@ type Deps struct {
 	NATS     *nats.Conn
 	JS       jetstream.JetStream
 	Codec    *authn.Codec // verifies (and, in the gateway, signs) the internal context
-	Getenv   func(string) string
+	// Health is the process's health registry: services add detail
+	// providers (consumer lag, revocation age) and dependency probes to it
+	// while they are built. Serve creates one when it is nil.
+	Health *httpx.Health
+	Getenv func(string) string
 	// Embedded is true in `agentidp dev` (SQLite, in-process cache and NATS).
 	Embedded bool
 }
@@ -129,12 +136,13 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 
 	logger := NewLogger(os.Stderr, level).With("service", spec.Name)
+	RouteClientLogs(logger)
 	reg := NewRegistry()
 	codec, err := authn.NewCodec(key)
 	if err != nil {
 		return err
 	}
-	d := &Deps{Service: spec.Name, Logger: logger, Registry: reg, Codec: codec, Getenv: getenv}
+	d := &Deps{Service: spec.Name, Logger: logger, Registry: reg, Codec: codec, Getenv: getenv, Health: httpx.NewHealth(reg)}
 
 	if spec.NeedsDB {
 		cfg, err := DBConfig(dbURL, dbSchema, int32(maxConns))
@@ -208,16 +216,28 @@ func DBConfig(url, schema string, maxConns int32) (sqlstore.Config, error) {
 func Serve(ctx context.Context, d *Deps, svc Service, pub, internal net.Listener, drain time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	checks := DependencyChecks(d)
-	for k, v := range svc.Checks() {
-		checks[k] = v
+	h := d.Health
+	if h == nil {
+		var reg prometheus.Registerer
+		if d.Registry != nil {
+			reg = d.Registry
+		}
+		h = httpx.NewHealth(reg)
+		d.Health = h
 	}
+	for k, v := range DependencyChecks(d) {
+		h.AddDependency(k, v)
+	}
+	for k, v := range svc.Checks() {
+		h.AddReady(k, v)
+	}
+	go h.Watch(ctx, DependencyProbeInterval)
 	publicSrv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
 		ErrorLog: slog.NewLogLogger(d.Logger.Handler(), slog.LevelWarn)}
 	var internalSrv *http.Server
 	if internal != nil {
-		internalSrv = &http.Server{Handler: httpx.InternalHandler(d.Registry, checks), ReadHeaderTimeout: 5 * time.Second}
+		internalSrv = &http.Server{Handler: httpx.InternalHandler(d.Registry, h), ReadHeaderTimeout: 5 * time.Second}
 	}
 	errc := make(chan error, 3)
 	runDone := make(chan struct{})
@@ -245,6 +265,9 @@ func Serve(ctx context.Context, d *Deps, svc Service, pub, internal net.Listener
 	case runErr = <-errc:
 		d.Logger.Error("stopping after error", "err", runErr)
 	}
+	// Unready first, so load balancers stop sending new requests while the
+	// in-flight ones drain.
+	h.SetDraining()
 	d.Logger.Info("shutting down", "drain", drain.String())
 	sctx, scancel := context.WithTimeout(context.Background(), drain)
 	defer scancel()
@@ -259,7 +282,14 @@ func Serve(ctx context.Context, d *Deps, svc Service, pub, internal net.Listener
 	return runErr
 }
 
-// DependencyChecks returns readiness checks for the dependencies in d.
+// DependencyProbeInterval is how often Serve probes the dependencies to
+// keep agentidp_dependency_up current between /health/detailed requests.
+const DependencyProbeInterval = 10 * time.Second
+
+// DependencyChecks returns probes for the shared dependencies in d. They
+// feed /health/detailed and agentidp_dependency_up, never readiness: every
+// replica shares them, and each service keeps answering while one is away
+// (outbox, cache fallback, 503 with Retry-After).
 func DependencyChecks(d *Deps) map[string]httpx.Check {
 	checks := map[string]httpx.Check{}
 	if d.DB != nil {
@@ -272,7 +302,8 @@ func DependencyChecks(d *Deps) map[string]httpx.Check {
 		nc := d.NATS
 		checks["nats"] = func(context.Context) error {
 			if !nc.IsConnected() {
-				return fmt.Errorf("nats %s", nc.Status())
+				st := nc.Status()
+				return httpx.Categorize(strings.ToLower(st.String()), fmt.Errorf("nats %s", st))
 			}
 			return nil
 		}
@@ -341,4 +372,15 @@ func Constructor[C any, S Service](parse func(*config.Env) C, build func(context
 			return svc, nil
 		}
 	}
+}
+
+// RouteClientLogs sends what client libraries print on their own through
+// logger, so every line on stderr is JSON: go-redis's logger (process
+// wide) and the standard library's log package (slog.SetDefault makes
+// log.Printf write through logger). NATS client errors go through the
+// handler natsbus.Connect installs; pgx logs nothing unless given a tracer.
+// Call it once, at start, from main-level code.
+func RouteClientLogs(logger *slog.Logger) {
+	cache.SetRedisLogger(logger)
+	slog.SetDefault(logger)
 }

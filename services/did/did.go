@@ -180,7 +180,6 @@ type Service struct {
 	nc      *nats.Conn
 	reg     prometheus.Registerer
 	logger  *slog.Logger
-	ping    func(context.Context) error
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -237,6 +236,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	if err := dom.EnsureInstanceKey(ctx); err != nil {
 		return nil, fmt.Errorf("did: instance key: %w", err)
 	}
+	if ping != nil {
+		d.Health.AddDependency("secrets", ping)
+	}
 	return &Service{
 		domain:  dom,
 		relay:   relay,
@@ -245,7 +247,6 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		nc:      d.NATS,
 		reg:     reg,
 		logger:  logger,
-		ping:    ping,
 	}, nil
 }
 
@@ -299,14 +300,10 @@ func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {
 	return nil
 }
 
-// Checks reports whether the secrets store (Vault, when configured)
-// answers; a Config.Keys store brings no check.
-func (s *Service) Checks() map[string]httpx.Check {
-	if s.ping == nil {
-		return map[string]httpx.Check{}
-	}
-	return map[string]httpx.Check{"secrets": s.ping}
-}
+// Checks implements svcrun.Service: the DID service has no state to load
+// before it can serve. The secrets store (Vault, when configured) is a
+// dependency, registered with Deps.Health in New.
+func (s *Service) Checks() map[string]httpx.Check { return map[string]httpx.Check{} }
 
 // HandleEvent applies one agent or credential event synchronously (the
 // all-in-one binary and tests; production goes through the durable

@@ -64,6 +64,10 @@ type Gateway struct {
 
 	unmatched routeCounters
 	closers   []func()
+	// health serves the public /health/detailed (the seed's endpoint):
+	// overall status and dependency states only, probed at most once a
+	// second.
+	health http.Handler
 }
 
 // New builds the gateway. It loads the policy (failing on a broken one) and
@@ -110,7 +114,11 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 		cfg.JWKSURL = cfg.Upstreams[ServiceToken] + "/.well-known/jwks.json"
 	}
 
-	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, proxies: cfg.TrustedProxies, nc: d.NATS, now: time.Now, metrics: newMetrics(reg)}
+	if d.Health == nil {
+		d.Health = httpx.NewHealth(reg)
+	}
+	g := &Gateway{cfg: cfg, logger: logger, codec: d.Codec, proxies: cfg.TrustedProxies, nc: d.NATS, now: time.Now, metrics: newMetrics(reg),
+		health: d.Health.PublicHandler(time.Second)}
 	g.unmatched.label = "unmatched"
 	var err error
 	if g.routes, err = newRouteTable(cfg.Routes, cfg.Upstreams); err != nil {

@@ -52,6 +52,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 		return &g.unmatched
 	}
 	path := normalizePath(r.URL.Path)
+	if path == "/health/detailed" && r.Method == http.MethodGet {
+		g.health.ServeHTTP(w, r)
+		return &g.unmatched
+	}
 	rt := g.routes.match(r.Method, path)
 	if rt == nil {
 		httpx.WriteError(w, httpx.NotFound(httpx.CodeNotFound, "no such route"))

@@ -22,6 +22,7 @@ import (
 	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/config"
 	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
@@ -185,6 +186,7 @@ type env struct {
 type envOptions struct {
 	cache     cache.Cache // default: in-process
 	configure func(*Config)
+	health    *httpx.Health // default: none (the gateway makes its own)
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -214,7 +216,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	deps := &svcrun.Deps{Service: "gateway", Logger: slog.New(slog.DiscardHandler), Registry: e.registry,
-		Cache: c, NATS: nc, JS: js, Codec: codec}
+		Cache: c, NATS: nc, JS: js, Codec: codec, Health: o.health}
 	if e.gw, err = New(ctx, cfg, deps); err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -148,7 +148,7 @@ type Service struct {
 
 	mu            sync.Mutex
 	reconcileErr  error
-	reconciledOne bool
+	reconciledOne bool // one reconciliation succeeded: the read model exists
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -188,7 +188,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	relay := sqlstore.NewRelay(d.DB, svcrun.OutboxPublisher(d.JS), sqlstore.RelayOptions{Service: Name, Logger: logger, Registerer: reg})
 	store := tierstore.New(d.DB)
 	domain := org.NewService(store, natskv.New(kv), usagecache.New(d.Cache), relay.Notify, logger)
-	return &Service{
+	s := &Service{
 		cfg:     cfg,
 		domain:  domain,
 		relay:   relay,
@@ -197,7 +197,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		reg:     reg,
 		handler: httpapi.NewHandler(domain, d.Codec, logger, httpx.NewMetrics(reg, Name)),
 		logger:  logger,
-	}, nil
+	}
+	d.Health.AddDetail("readmodel", s.readModelDetail)
+	return s, nil
 }
 
 func prepareDB(ctx context.Context, db *sqlstore.DB) error {
@@ -308,23 +310,41 @@ func (s *Service) reconcile(ctx context.Context) {
 		s.logger.Warn("reconcile organization read model", "err", err)
 	}
 	s.mu.Lock()
-	s.reconcileErr, s.reconciledOne = err, true
+	s.reconcileErr = err
+	if err == nil {
+		s.reconciledOne = true
+	}
 	s.mu.Unlock()
 }
 
-// Checks reports the read model unready until the first reconciliation
-// succeeded, and while the last one failed.
+// Checks reports the service unready until one reconciliation has
+// succeeded (the read model the gateways load exists). A later failure
+// leaves the last read model in place: it degrades /health/detailed (the
+// "readmodel" detail registered in New), not readiness.
 func (s *Service) Checks() map[string]httpx.Check {
 	return map[string]httpx.Check{
 		"readmodel": func(context.Context) error {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if !s.reconciledOne {
+				if s.reconcileErr != nil {
+					return fmt.Errorf("not reconciled yet: %w", s.reconcileErr)
+				}
 				return errors.New("not reconciled yet")
 			}
-			return s.reconcileErr
+			return nil
 		},
 	}
+}
+
+// readModelDetail reports the last reconciliation's failure, if any.
+func (s *Service) readModelDetail(context.Context) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reconcileErr != nil {
+		return "last reconciliation failed", s.reconcileErr
+	}
+	return "reconciled", nil
 }
 
 // Reconcile writes every organisation into the KV read model now.

@@ -306,6 +306,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	})
 	api := hook.NewService(store, signing, hook.Options{AllowPrivate: cfg.AllowPrivate, RequireHTTPS: cfg.RequireHTTPS,
 		RotationOverlap: cfg.RotationOverlap, Notify: dispatcher.Kick, Logger: logger})
+	// The secrets store is shared by every replica: it degrades
+	// /health/detailed, never readiness.
+	d.Health.AddDependency("secrets", signing.Ping)
 	return &Service{
 		cfg:        cfg,
 		js:         d.JS,
@@ -360,11 +363,11 @@ func (s *Service) ingest(ctx context.Context, batch []natsbus.Delivery) error {
 	return s.dispatcher.Ingest(ctx, evs)
 }
 
-// Checks reports a background loop that stopped with an error and whether
-// the secrets store (Vault, when configured) answers.
+// Checks reports a background loop that stopped with an error (this
+// process can no longer deliver). The secrets store is a dependency,
+// registered with Deps.Health in New.
 func (s *Service) Checks() map[string]httpx.Check {
 	return map[string]httpx.Check{
-		"secrets": s.secrets.Ping,
 		"workers": func(context.Context) error {
 			s.mu.Lock()
 			defer s.mu.Unlock()

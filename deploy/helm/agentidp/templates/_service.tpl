@@ -212,6 +212,12 @@ spec:
             timeoutSeconds: 2
             failureThreshold: 3
           readinessProbe:
+            # Ready = initial state loaded and not shutting down. A shared
+            # dependency (PostgreSQL, Redis, NATS, Vault) being away does NOT
+            # make a pod unready: every replica shares it, and taking them all
+            # out of the Service would turn 503/Retry-After into refused
+            # connections. Dependencies show in /health/detailed and
+            # agentidp_dependency_up (alert AgentIdPDependencyDown).
             httpGet:
               path: /health/ready
               port: internal
