@@ -162,3 +162,20 @@ func BenchmarkRevoked(b *testing.B) {
 		}
 	}
 }
+
+func TestHeartbeatKeysAreNotEntries(t *testing.T) {
+	s := NewSet()
+	key := HeartbeatKey("token-7f9.example.com")
+	if key != "heartbeat.token-7f9_example_com" {
+		t.Fatalf("HeartbeatKey = %q", key)
+	}
+	if !IsHeartbeat(key) || IsHeartbeat("jti.x") {
+		t.Fatal("IsHeartbeat misclassifies")
+	}
+	if !s.Apply(key, []byte("1700000000000")) {
+		t.Fatal("Apply(heartbeat) = false; want true (ignored, not malformed)")
+	}
+	if s.Len() != 0 {
+		t.Fatalf("Len after heartbeat = %d; want 0", s.Len())
+	}
+}
