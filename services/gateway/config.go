@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/revocation"
 )
 
 // Config is the gateway's own configuration (svcrun reads the common part).
@@ -47,6 +48,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// KVReplicas is used when the gateway has to create the orgs bucket.
 	KVReplicas int
+	// RevocationMaxStaleness bounds the age of the revocation state the
+	// gateway trusts: past it (no entry or token service heartbeat heard
+	// for that long) every token is checked with the token service's
+	// introspection, and refused with 503 when that fails too.
+	RevocationMaxStaleness time.Duration
 }
 
 // DefaultConfig returns development defaults: every service on localhost.
@@ -70,25 +76,28 @@ func DefaultConfig() Config {
 		UpstreamTimeout:   30 * time.Second,
 		DialTimeout:       3 * time.Second,
 		KVReplicas:        1,
+
+		RevocationMaxStaleness: 2 * time.Second,
 	}
 }
 
 // EnvDocs documents the gateway's variables for --help.
 var EnvDocs = map[string]string{
-	"GATEWAY_ISSUER":           "expected iss of access tokens (default http://localhost:8080)",
-	"GATEWAY_AUDIENCE":         "required aud of access tokens (default agentidp)",
-	"TOKEN_SERVICE_URL":        "base URL of the token service (default http://localhost:8081)",
-	"TIER_SERVICE_URL":         "base URL of the tier service (default http://localhost:8083)",
-	"ANALYTICS_SERVICE_URL":    "base URL of the analytics service (default http://localhost:8084)",
-	"WEBHOOK_SERVICE_URL":      "base URL of the webhook service (unset: its routes answer 404)",
-	"DID_SERVICE_URL":          "base URL of the did service (unset: its routes answer 404)",
-	"FEDERATION_SERVICE_URL":   "base URL of the federation service (unset: its routes answer 404)",
-	"BILLING_SERVICE_URL":      "base URL of the billing service (unset: its routes answer 404)",
-	"GATEWAY_ROUTES":           `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
-	"GATEWAY_JWKS_URL":         "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
-	"GATEWAY_JWKS_REFRESH":     "periodic JWKS refresh (default 5m)",
-	"GATEWAY_UPSTREAM_TIMEOUT": "wait for upstream response headers (default 30s)",
-	"OPA_POLICY_DIR":           "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
+	"GATEWAY_ISSUER":                   "expected iss of access tokens (default http://localhost:8080)",
+	"GATEWAY_AUDIENCE":                 "required aud of access tokens (default agentidp)",
+	"TOKEN_SERVICE_URL":                "base URL of the token service (default http://localhost:8081)",
+	"TIER_SERVICE_URL":                 "base URL of the tier service (default http://localhost:8083)",
+	"ANALYTICS_SERVICE_URL":            "base URL of the analytics service (default http://localhost:8084)",
+	"WEBHOOK_SERVICE_URL":              "base URL of the webhook service (unset: its routes answer 404)",
+	"DID_SERVICE_URL":                  "base URL of the did service (unset: its routes answer 404)",
+	"FEDERATION_SERVICE_URL":           "base URL of the federation service (unset: its routes answer 404)",
+	"BILLING_SERVICE_URL":              "base URL of the billing service (unset: its routes answer 404)",
+	"GATEWAY_ROUTES":                   `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
+	"GATEWAY_JWKS_URL":                 "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
+	"GATEWAY_JWKS_REFRESH":             "periodic JWKS refresh (default 5m)",
+	"GATEWAY_UPSTREAM_TIMEOUT":         "wait for upstream response headers (default 30s)",
+	"GATEWAY_REVOCATION_MAX_STALENESS": "age of the revocation state past which every token is checked with the token service, 503 if it cannot answer (default 2s, more than the 500ms heartbeat)",
+	"OPA_POLICY_DIR":                   "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
 }
 
 // ConfigFromEnv reads the gateway's variables into a Config, recording
@@ -129,5 +138,10 @@ func ConfigFromEnv(env *config.Env) Config {
 	c.UpstreamTimeout = env.Duration("GATEWAY_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
 	c.PolicyDir = env.String("OPA_POLICY_DIR", "")
 	c.KVReplicas = env.Int("NATS_STREAM_REPLICAS", c.KVReplicas)
+	c.RevocationMaxStaleness = env.Duration("GATEWAY_REVOCATION_MAX_STALENESS", c.RevocationMaxStaleness)
+	if c.RevocationMaxStaleness <= revocation.HeartbeatInterval {
+		env.Fail("GATEWAY_REVOCATION_MAX_STALENESS=%s: must be more than the token service's heartbeat interval (%s)",
+			c.RevocationMaxStaleness, revocation.HeartbeatInterval)
+	}
 	return c
 }

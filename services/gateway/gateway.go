@@ -54,10 +54,13 @@ type Gateway struct {
 	orgs   *natskv.Orgs
 	// revocations is checked on every authenticated request.
 	revocations *natskv.Revocations
-	policy      *opa.Engine
-	limiter     *usageLimiter
-	metrics     *metrics
-	now         func() time.Time
+	// stale checks tokens with the token service while the revocation
+	// state is older than cfg.RevocationMaxStaleness.
+	stale   *staleGuard
+	policy  *opa.Engine
+	limiter *usageLimiter
+	metrics *metrics
+	now     func() time.Time
 
 	unmatched routeCounters
 	closers   []func()
@@ -103,6 +106,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if cfg.Routes == nil {
 		cfg.Routes = DefaultRoutes()
 	}
+	if cfg.RevocationMaxStaleness <= 0 {
+		cfg.RevocationMaxStaleness = def.RevocationMaxStaleness
+	}
 	if cfg.JWKSURL == "" {
 		cfg.JWKSURL = cfg.Upstreams[ServiceToken] + "/.well-known/jwks.json"
 	}
@@ -143,6 +149,15 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if g.revocations, err = natskv.OpenRevocations(ctx, d.JS, cfg.KVReplicas, logger); err != nil {
 		return nil, err
 	}
+	// One clock for "heard" and "now", so tests can move both.
+	g.revocations.SetClock(func() time.Time { return g.now() })
+	g.stale = newStaleGuard(newHTTPIntrospector(cfg.Upstreams[ServiceToken], d.Codec, transport), cfg.RevocationMaxStaleness)
+	g.metrics.registerFreshness(reg, func() float64 { return g.revocationAge(g.now()).Seconds() }, func() float64 {
+		if g.revocations.Ready() && g.revocationStale(g.now()) {
+			return 1
+		}
+		return 0
+	})
 
 	shared := Counter(d.Cache)
 	mem := cache.NewMemory(cache.MemoryOptions{})
@@ -168,10 +183,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		g.keys.Run(ctx, g.cfg.JWKSRefresh, time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		g.watchFreshness(ctx, 100*time.Millisecond)
 	}()
 	go func() {
 		defer wg.Done()

@@ -25,6 +25,7 @@ import (
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -164,7 +165,14 @@ func newUpstream(t testing.TB, name string, codec *authn.Codec) *upstream {
 }
 
 type env struct {
-	nc       *nats.Conn
+	ns *natstest.Server
+	nc *nats.Conn // the gateway's own connection
+	// The token service heartbeats the harness writes into the
+	// revocations bucket (as every token replica does); see
+	// pauseHeartbeats.
+	hbKV     jetstream.KeyValue
+	hbMu     sync.Mutex
+	hbPaused bool
 	gw       *Gateway
 	srv      *httptest.Server
 	issuer   *issuer
@@ -178,6 +186,10 @@ type env struct {
 type envOptions struct {
 	cache     cache.Cache // default: in-process
 	configure func(*Config)
+	// now replaces the gateway's clock (before Run starts).
+	now func() time.Time
+	// logger replaces the discarding logger.
+	logger *slog.Logger
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -189,7 +201,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{nc: nc, issuer: newIssuer(t), codec: codec, registry: prometheus.NewRegistry()}
+	e := &env{ns: ns, nc: nc, issuer: newIssuer(t), codec: codec, registry: prometheus.NewRegistry()}
 	e.token = newUpstream(t, "token", codec)
 	e.tier = newUpstream(t, "tier", codec)
 	if e.kv, err = natsbus.EnsureKV(ctx, js, events.OrgsBucket, 1); err != nil {
@@ -206,11 +218,19 @@ func newEnv(t testing.TB, o envOptions) *env {
 		c = cache.NewMemory(cache.MemoryOptions{})
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	deps := &svcrun.Deps{Service: "gateway", Logger: slog.New(slog.DiscardHandler), Registry: e.registry,
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	deps := &svcrun.Deps{Service: "gateway", Logger: logger, Registry: e.registry,
 		Cache: c, NATS: nc, JS: js, Codec: codec}
 	if e.gw, err = New(ctx, cfg, deps); err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	if o.now != nil {
+		e.gw.now = o.now
+	}
+	e.startHeartbeats(t, ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.gw.Run(ctx) }()
 	t.Cleanup(func() {
@@ -303,4 +323,64 @@ func (e *env) do(t testing.TB, method, path, token string, header map[string]str
 
 func configEnv(vars map[string]string) *config.Env {
 	return config.New(func(k string) string { return vars[k] })
+}
+
+// startHeartbeats writes a token service heartbeat into the revocations
+// bucket every 50ms over a connection of its own (so cutting the
+// gateway's connection does not stop it), until ctx ends.
+func (e *env) startHeartbeats(t testing.TB, ctx context.Context) {
+	t.Helper()
+	_, js := e.ns.Connect(t)
+	kv, err := js.KeyValue(ctx, revocation.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.hbKV = kv
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			e.hbMu.Lock()
+			if !e.hbPaused {
+				_, _ = kv.Put(ctx, revocation.HeartbeatKey("token-test"), revocation.FormatValue(time.Now().UnixMilli()))
+			}
+			e.hbMu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// pauseHeartbeats stops the heartbeats and returns once the gateway has
+// applied everything written before (a sentinel entry, delivered in
+// order): from then on its revocation state only ages.
+func (e *env) pauseHeartbeats(t testing.TB) {
+	t.Helper()
+	e.hbMu.Lock()
+	e.hbPaused = true
+	e.hbMu.Unlock()
+	jti := "sentinel-" + hex.EncodeToString(randBytes(6))
+	if _, err := e.hbKV.Put(context.Background(), revocation.Key(revocation.KindJTI, jti), revocation.FormatValue(1)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := e.gw.revocations.Set().Get(revocation.KindJTI, jti); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sentinel revocation entry not applied within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// resumeHeartbeats restarts the heartbeats.
+func (e *env) resumeHeartbeats() {
+	e.hbMu.Lock()
+	e.hbPaused = false
+	e.hbMu.Unlock()
 }

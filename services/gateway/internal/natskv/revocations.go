@@ -28,6 +28,14 @@ type Revocations struct {
 	logger *slog.Logger
 	set    *revocation.Set
 	ttl    atomic.Int64 // bucket TTL in ns, for pruning
+	now    func() time.Time
+	// heard is when (Unix ns, by now) the watch last delivered anything —
+	// an entry or a token service heartbeat — or completed the initial
+	// load; 0 before that. It is this host's receive time, never a time
+	// written by another host, so the age it gives owes nothing to clock
+	// skew between hosts; the watch delivers the bucket in order, so a
+	// heartbeat received proves every entry written before it is applied.
+	heard atomic.Int64
 }
 
 // OpenRevocations opens (creating if needed) the revocations bucket.
@@ -46,7 +54,7 @@ func OpenRevocations(ctx context.Context, js jetstream.JetStream, replicas int, 
 	if err != nil {
 		return nil, fmt.Errorf("open kv %s: %w", revocation.Bucket, err)
 	}
-	r := &Revocations{kv: kv, logger: logger, set: revocation.NewSet()}
+	r := &Revocations{kv: kv, logger: logger, set: revocation.NewSet(), now: time.Now}
 	r.ttl.Store(int64(DefaultRevocationsTTL))
 	return r, nil
 }
@@ -57,6 +65,18 @@ func (r *Revocations) Set() *revocation.Set { return r.set }
 // Ready reports whether the initial contents of the bucket have been read.
 func (r *Revocations) Ready() bool { return r.set.Ready() }
 
+// SetClock replaces the clock that stamps HeardNanos (tests); call it
+// before Run.
+func (r *Revocations) SetClock(now func() time.Time) { r.now = now }
+
+// HeardNanos is when the watch last delivered an entry or heartbeat (or
+// finished the initial load), in Unix ns by the clock; 0 before that. The
+// age of the revocation state is now minus this: one atomic load, cheap
+// enough for every request.
+func (r *Revocations) HeardNanos() int64 { return r.heard.Load() }
+
+func (r *Revocations) touch() { r.heard.Store(r.now().UnixNano()) }
+
 // Run watches the bucket until ctx ends, pruning entries the bucket's TTL
 // has expired (KV expiry sends no delete) every minute.
 func (r *Revocations) Run(ctx context.Context) error {
@@ -64,12 +84,14 @@ func (r *Revocations) Run(ctx context.Context) error {
 		if !r.set.Apply(key, value) {
 			r.logger.Warn("ignoring malformed revocation entry", "key", key)
 		}
+		r.touch()
 	})
 	if err != nil {
 		return err
 	}
 	select {
 	case <-ready:
+		r.touch()
 		r.set.MarkReady()
 	case <-ctx.Done():
 		return nil
