@@ -118,7 +118,8 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		AssertionMaxLifetime: cfg.ClientAuth.AssertionMaxLifetime, JWKSAllowPrivate: cfg.ClientAuth.JWKSAllowPrivate,
 		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure, ClientJWKSRefreshInterval: cfg.ClientAuth.JWKSRefreshInterval,
 	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
-		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
+		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify,
+		RevocationsStale: func() bool { return s.revs.stale() }})
 	if err != nil {
 		s.async.Close()
 		return nil, fmt.Errorf("token: %w", err)
