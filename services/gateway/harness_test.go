@@ -362,6 +362,14 @@ func (e *env) pauseHeartbeats(t testing.TB) {
 	e.hbMu.Lock()
 	e.hbPaused = true
 	e.hbMu.Unlock()
+	e.syncFeed(t)
+}
+
+// syncFeed returns once the gateway has applied everything written to the
+// revocations bucket before the call (a sentinel entry, delivered in
+// order).
+func (e *env) syncFeed(t testing.TB) {
+	t.Helper()
 	jti := "sentinel-" + hex.EncodeToString(randBytes(6))
 	if _, err := e.hbKV.Put(context.Background(), revocation.Key(revocation.KindJTI, jti), revocation.FormatValue(1)); err != nil {
 		t.Fatal(err)
@@ -376,6 +384,22 @@ func (e *env) pauseHeartbeats(t testing.TB) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// putHeartbeat writes replica's heartbeat (deleted: its key removed, as a
+// replica shutting down does) and waits until the gateway applied it.
+func (e *env) putHeartbeat(t testing.TB, replica string, deleted bool) {
+	t.Helper()
+	var err error
+	if deleted {
+		err = e.hbKV.Delete(context.Background(), revocation.HeartbeatKey(replica))
+	} else {
+		_, err = e.hbKV.Put(context.Background(), revocation.HeartbeatKey(replica), revocation.FormatValue(time.Now().UnixMilli()))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.syncFeed(t)
 }
 
 // resumeHeartbeats restarts the heartbeats.

@@ -212,6 +212,38 @@ func TestAttackRevokedTokenAcceptedByGatewayCutFromNATS(t *testing.T) {
 	}
 }
 
+// Two token replicas; one is cut from NATS (its heartbeats stop, and so
+// would the mirroring of what it revokes) while the other heartbeats on.
+// The healthy replica's heartbeat vouches only for its own commits: the
+// gateway must count its state as old as the silent replica's last
+// heartbeat, and check tokens with the token service.
+func TestAttackHealthyReplicaHeartbeatHidesSilentReplica(t *testing.T) {
+	t.Parallel()
+	e, clock, fake, _ := freshnessEnv(t)
+	tok := e.issuer.token(t, claims("org-1", "agents:read"))
+	e.pauseHeartbeats(t)
+	e.putHeartbeat(t, "token-test", false)
+	e.putHeartbeat(t, "token-b", false)
+	if r := e.do(t, "GET", "/api/v1/agents", tok, nil); r.status != http.StatusOK {
+		t.Fatalf("Got(both replicas heard) = %d %s; want 200", r.status, r.body)
+	}
+	// token-b is cut and revokes the token; token-test heartbeats on.
+	fake.revoke(tok)
+	clock.advance(e.gw.cfg.RevocationMaxStaleness + time.Millisecond)
+	e.putHeartbeat(t, "token-test", false)
+	r := e.do(t, "GET", "/api/v1/agents", tok, nil)
+	if r.status != http.StatusUnauthorized || fake.calls.Load() != 1 {
+		t.Fatalf("Got(token-b silent past the bound) = %d, %d introspection calls; want 401 after 1 call (%s)",
+			r.status, fake.calls.Load(), r.body)
+	}
+	// token-b shuts down cleanly (deletes its key): fresh again, no calls.
+	e.putHeartbeat(t, "token-b", true)
+	other := e.issuer.token(t, claims("org-1", "agents:read"))
+	if r := e.do(t, "GET", "/api/v1/agents", other, nil); r.status != http.StatusOK || fake.calls.Load() != 1 {
+		t.Fatalf("Got(token-b gone) = %d, %d introspection calls; want 200, still 1", r.status, fake.calls.Load())
+	}
+}
+
 // Cut from NATS with the token service unreachable too, the gateway
 // accepts nothing: 503 with Retry-After, never 200.
 func TestAttackGatewayCutFromNATSAndTokenServiceServesUncheckedTokens(t *testing.T) {

@@ -24,8 +24,11 @@ import (
 const revocationFeedMaxAge = 4 * revocation.HeartbeatInterval
 
 // ReconcileInterval is how often the revocation mirror in NATS KV is
-// reconciled with the database (heals a crash between commit and put).
-const ReconcileInterval = time.Minute
+// reconciled with the database (heals a crash between commit and put, and
+// a replica cut from NATS: its revocations reach the bucket through the
+// others). It is well under revocation.ForgetReplicaAfter, so a silent
+// replica is forgotten only after what it committed was copied.
+const ReconcileInterval = 10 * time.Second
 
 // revocationMirror mirrors committed revocations into the NATS KV bucket
 // revocation.Bucket and keeps the service's revocation set current from
@@ -51,20 +54,22 @@ type revocationMirror struct {
 	sync func(context.Context) error
 	// failing is the heartbeat loop's logged state (its goroutine only).
 	failing bool
-	// heard is when (Unix ns) the watch last delivered anything; 0 before
-	// the initial load.
-	heard atomic.Int64
+	// fresh: up to when the KV feed provably delivered every replica's
+	// revocations (revocation.Freshness).
+	fresh *revocation.Freshness
 }
 
-// stale reports whether the KV feed has been silent longer than
-// revocationFeedMaxAge: the set may lack other replicas' revocations.
+// stale reports whether the KV feed cannot prove it delivered every
+// replica's revocations of the last revocationFeedMaxAge: the set may lack
+// some another replica committed.
 func (m *revocationMirror) stale() bool {
-	h := m.heard.Load()
+	h := m.fresh.HeardNanos()
 	return h == 0 || time.Now().UnixNano()-h > int64(revocationFeedMaxAge)
 }
 
 func newRevocationMirror(svc *domain.Service, logger *slog.Logger) *revocationMirror {
-	m := &revocationMirror{svc: svc, logger: logger, seen: map[string]int64{}, replica: replicaName()}
+	m := &revocationMirror{svc: svc, logger: logger, seen: map[string]int64{}, replica: replicaName(),
+		fresh: revocation.NewFreshness()}
 	m.sync = m.reconcile
 	return m
 }
@@ -122,7 +127,7 @@ func (m *revocationMirror) put(ctx context.Context, kv kvPutter, r domain.Revoca
 
 // apply is the KV watch callback.
 func (m *revocationMirror) apply(key string, value []byte) {
-	m.heard.Store(time.Now().UnixNano())
+	m.fresh.Heard(key, value == nil, time.Now().UnixNano())
 	if revocation.IsHeartbeat(key) {
 		return
 	}
@@ -187,8 +192,19 @@ func (m *revocationMirror) heartbeat(ctx context.Context, kv kvPutter, interval 
 	defer t.Stop()
 	for {
 		m.beat(ctx, kv, interval)
+		m.fresh.Tick(time.Now().UnixNano())
 		select {
 		case <-ctx.Done():
+			// Leaving: delete the key, so gateways stop waiting for this
+			// replica now rather than after revocation.ForgetReplicaAfter —
+			// unless the bucket still lacks some of its revocations.
+			if d, ok := kv.(interface {
+				Delete(context.Context, string, ...jetstream.KVDeleteOpt) error
+			}); ok && !m.behind.Load() {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				_ = d.Delete(dctx, revocation.HeartbeatKey(m.replica))
+				cancel()
+			}
 			return
 		case <-t.C:
 		}
@@ -241,7 +257,7 @@ func (m *revocationMirror) run(ctx context.Context, js jetstream.JetStream, repl
 	}
 	select {
 	case <-watched:
-		m.heard.Store(time.Now().UnixNano())
+		m.fresh.Loaded(time.Now().UnixNano())
 	case <-ctx.Done():
 		return nil
 	}

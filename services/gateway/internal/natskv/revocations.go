@@ -29,13 +29,13 @@ type Revocations struct {
 	set    *revocation.Set
 	ttl    atomic.Int64 // bucket TTL in ns, for pruning
 	now    func() time.Time
-	// heard is when (Unix ns, by now) the watch last delivered anything —
-	// an entry or a token service heartbeat — or completed the initial
-	// load; 0 before that. It is this host's receive time, never a time
-	// written by another host, so the age it gives owes nothing to clock
-	// skew between hosts; the watch delivers the bucket in order, so a
-	// heartbeat received proves every entry written before it is applied.
-	heard atomic.Int64
+	// fresh knows up to when the copy is proven complete: the oldest
+	// token service replica's last heartbeat, by this host's receive time
+	// (never a time written by another host, so clock skew between hosts
+	// does not enter); the watch delivers the bucket in order, so a
+	// heartbeat received proves every entry its replica wrote before it is
+	// applied.
+	fresh *revocation.Freshness
 }
 
 // OpenRevocations opens (creating if needed) the revocations bucket.
@@ -54,7 +54,7 @@ func OpenRevocations(ctx context.Context, js jetstream.JetStream, replicas int, 
 	if err != nil {
 		return nil, fmt.Errorf("open kv %s: %w", revocation.Bucket, err)
 	}
-	r := &Revocations{kv: kv, logger: logger, set: revocation.NewSet(), now: time.Now}
+	r := &Revocations{kv: kv, logger: logger, set: revocation.NewSet(), now: time.Now, fresh: revocation.NewFreshness()}
 	r.ttl.Store(int64(DefaultRevocationsTTL))
 	return r, nil
 }
@@ -69,41 +69,44 @@ func (r *Revocations) Ready() bool { return r.set.Ready() }
 // before Run.
 func (r *Revocations) SetClock(now func() time.Time) { r.now = now }
 
-// HeardNanos is when the watch last delivered an entry or heartbeat (or
-// finished the initial load), in Unix ns by the clock; 0 before that. The
-// age of the revocation state is now minus this: one atomic load, cheap
-// enough for every request.
-func (r *Revocations) HeardNanos() int64 { return r.heard.Load() }
-
-func (r *Revocations) touch() { r.heard.Store(r.now().UnixNano()) }
+// HeardNanos is the time (Unix ns, by the clock) up to which the copy is
+// proven complete — see revocation.Freshness; 0 before the initial load.
+// The age of the revocation state is now minus this: one atomic load,
+// cheap enough for every request.
+func (r *Revocations) HeardNanos() int64 { return r.fresh.HeardNanos() }
 
 // Run watches the bucket until ctx ends, pruning entries the bucket's TTL
-// has expired (KV expiry sends no delete) every minute.
+// has expired (KV expiry sends no delete) every minute and forgetting
+// silent token service replicas every second.
 func (r *Revocations) Run(ctx context.Context) error {
 	ready, err := natsbus.WatchKV(ctx, r.kv, r.logger, func(key string, value []byte) {
 		if !r.set.Apply(key, value) {
 			r.logger.Warn("ignoring malformed revocation entry", "key", key)
 		}
-		r.touch()
+		r.fresh.Heard(key, value == nil, r.now().UnixNano())
 	})
 	if err != nil {
 		return err
 	}
 	select {
 	case <-ready:
-		r.touch()
+		r.fresh.Loaded(r.now().UnixNano())
 		r.set.MarkReady()
 	case <-ctx.Done():
 		return nil
 	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	forget := time.NewTicker(time.Second) // silent replicas (revocation.ForgetReplicaAfter)
+	defer forget.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			r.prune(ctx)
+		case <-forget.C:
+			r.fresh.Tick(r.now().UnixNano())
 		}
 	}
 }
