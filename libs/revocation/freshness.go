@@ -14,6 +14,12 @@ import (
 // committed from the database into the bucket.
 const ForgetReplicaAfter = 30 * time.Second
 
+// FallbackCaller is the subject the gateway's fallback introspection is
+// signed with: the token service answers it from the database (at most
+// HeartbeatInterval old), never from its NATS-fed copy alone, because the
+// gateway asks exactly when NATS is in trouble.
+const FallbackCaller = "agentidp-gateway"
+
 // Freshness tracks how fresh a consumer's copy of the bucket provably is.
 // Each replica's heartbeat vouches only for what that replica committed,
 // so the copy is as old as the least recently heard replica; before any

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -62,7 +63,7 @@ func newHTTPIntrospector(tokenURL string, codec *authn.Codec, transport http.Rou
 
 // Introspect implements introspector.
 func (h *httpIntrospector) Introspect(ctx context.Context, token string, tok *verifiedToken, requestID string) (bool, error) {
-	signed, err := h.codec.Sign(authn.Identity{Subject: "gateway", OrgID: tok.orgID, Scopes: []string{introspectScope},
+	signed, err := h.codec.Sign(authn.Identity{Subject: revocation.FallbackCaller, OrgID: tok.orgID, Scopes: []string{introspectScope},
 		ExpiresAt: time.Now().Add(time.Minute).Unix(), RequestID: requestID})
 	if err != nil {
 		return false, fmt.Errorf("sign introspection context: %w", err)

@@ -86,12 +86,14 @@ func (s *Service) revocationsCommitted(ctx context.Context, revs []Revocation) {
 }
 
 // refreshStaleRevocations reads the database's revocations into the set
-// when its NATS KV feed is stale (Deps.RevocationsStale): gateways fall
-// back to introspection exactly when NATS is in trouble, so its answer must
-// not depend on NATS. Reloads run one at a time and at most every
-// revocation.HeartbeatInterval; concurrent callers share one.
-func (s *Service) refreshStaleRevocations(ctx context.Context) error {
-	if s.revStale == nil || !s.revStale() {
+// when its NATS KV feed is stale (Deps.RevocationsStale), and always for a
+// gateway's fallback check (always: the gateway asks exactly when NATS is
+// in trouble, so the answer must not depend on NATS). Reloads run one at a
+// time and at most every revocation.HeartbeatInterval; concurrent callers
+// share one, so the answer reflects the database as of at most that long
+// ago.
+func (s *Service) refreshStaleRevocations(ctx context.Context, fallback bool) error {
+	if !fallback && (s.revStale == nil || !s.revStale()) {
 		return nil
 	}
 	s.reload.mu.Lock()
@@ -219,7 +221,7 @@ func (s *Service) Introspect(ctx context.Context, caller authn.Identity, token s
 		s.introspect.WithLabelValues("unavailable").Inc()
 		return Introspection{}, httpx.Unavailable("revocation state not loaded", errors.New("revocation set not ready"))
 	}
-	if err := s.refreshStaleRevocations(ctx); err != nil {
+	if err := s.refreshStaleRevocations(ctx, caller.Subject == revocation.FallbackCaller); err != nil {
 		s.introspect.WithLabelValues("unavailable").Inc()
 		return Introspection{}, httpx.Unavailable("revocation state unavailable", err)
 	}

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/agentidp/agentidp/libs/authn"
 	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/agentidp/agentidp/services/token/internal/domain"
 )
@@ -78,5 +80,42 @@ func TestAttackReplicaCutFromNATSIntrospectsRevokedTokenActive(t *testing.T) {
 	dbDown.Store(false)
 	if got := e.introspect(t, "org-1", tok); got["active"] != false {
 		t.Fatalf("introspect(stale feed) = %v; want inactive (revoked in the database)", got)
+	}
+}
+
+// TestAttackGatewayFallbackAnsweredFromLaggingFeed: a gateway's fallback
+// introspection arrives while this replica's feed still looks fresh but
+// has not delivered another replica's revocation yet. The gateway caches
+// the answer for its whole staleness bound, so it must come from the
+// database, not from the feed.
+func TestAttackGatewayFallbackAnsweredFromLaggingFeed(t *testing.T) {
+	var store domain.Store
+	e := newEnvFull(t, envOptions{stale: func() bool { return false }, wrap: func(s domain.Store) domain.Store {
+		store = s
+		return s
+	}})
+	tok, _, _ := e.issue(t, "org-1", "a@example.com")
+	rev := domain.Revocation{Kind: revocation.KindJTI, Key: jtiOf(t, tok), NotBefore: time.Now().UnixMilli(),
+		ExpiresAt: time.Now().Add(2 * time.Hour)}
+	if err := store.AddRevocations(context.Background(), []domain.Revocation{rev}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// An ordinary caller gets the in-memory answer (the feed looks fresh).
+	if got := e.introspect(t, "org-1", tok); got["active"] != true {
+		t.Fatalf("introspect(agent, fresh feed) = %v; want active (the feed has not delivered it)", got)
+	}
+	v, err := e.codec.Sign(authn.Identity{Subject: revocation.FallbackCaller, OrgID: "org-1", Scopes: []string{"tokens:read"},
+		ExpiresAt: time.Now().Add(time.Minute).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", "/oauth2/introspect", strings.NewReader(url.Values{"token": {tok}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(authn.Header, v)
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	var got map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != http.StatusOK || got["active"] != false {
+		t.Fatalf("introspect(gateway fallback) = %d %s; want 200 inactive", rec.Code, rec.Body)
 	}
 }
