@@ -93,9 +93,9 @@ func (h *httpIntrospector) Introspect(ctx context.Context, token string, tok *ve
 }
 
 // staleGuard is the gateway's answer to a revocation state it cannot prove
-// fresh: it checks tokens with the token service, remembers each answer
-// (by jti) for at most the staleness bound, and lets one call per jti be
-// in flight.
+// fresh: it checks tokens with the token service, remembers each "active"
+// answer (by jti) for at most the staleness bound and each "inactive" one
+// until the token expires, and lets one call per jti be in flight.
 type staleGuard struct {
 	introspector introspector
 	bound        time.Duration
@@ -138,7 +138,13 @@ func (s *staleGuard) check(ctx context.Context, token string, tok *verifiedToken
 		if len(s.answers) >= maxFallbackEntries {
 			clear(s.answers)
 		}
-		s.answers[tok.jti] = fallbackAnswer{active: active, until: ns + int64(s.bound)}
+		until := ns + int64(s.bound)
+		if !active {
+			// Revoked (or expired, or foreign) stays so: no need to ask
+			// again while the token could be presented.
+			until = max(until, tok.exp*int64(time.Second))
+		}
+		s.answers[tok.jti] = fallbackAnswer{active: active, until: until}
 		s.mu.Unlock()
 		return active, nil
 	})
