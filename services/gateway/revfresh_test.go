@@ -253,10 +253,20 @@ func TestAttackGatewayCutFromNATSAndTokenServiceServesUncheckedTokens(t *testing
 	if r := e.do(t, "GET", "/api/v1/agents", tok, nil); r.status != http.StatusOK {
 		t.Fatalf("Got(before the cut) = %d %s; want 200", r.status, r.body)
 	}
+	revoked := e.issuer.token(t, claims("org-1", "agents:read"))
+	fake.revoke(revoked)
 	e.pauseHeartbeats(t)
 	e.nc.Close()
+	clock.advance(e.gw.cfg.RevocationMaxStaleness + time.Millisecond)
+	if r := e.do(t, "GET", "/api/v1/agents", revoked, nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("Got(revoked, token service up) = %d; want 401", r.status)
+	}
 	fake.down.Store(true)
 	clock.advance(e.gw.cfg.RevocationMaxStaleness + time.Millisecond)
+	// A revoked answer stays valid while the token could be presented.
+	if r := e.do(t, "GET", "/api/v1/agents", revoked, nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("Got(revoked, token service down) = %d; want 401 (remembered)", r.status)
+	}
 	for i := range 3 {
 		r := e.do(t, "GET", "/api/v1/agents", tok, nil)
 		if r.status != http.StatusServiceUnavailable || r.prob["code"] != "SERVICE_UNAVAILABLE" || r.header.Get("Retry-After") == "" {
