@@ -83,21 +83,23 @@ func DefaultConfig() Config {
 
 // EnvDocs documents the gateway's variables for --help.
 var EnvDocs = map[string]string{
-	"GATEWAY_ISSUER":                   "expected iss of access tokens (default http://localhost:8080)",
-	"GATEWAY_AUDIENCE":                 "required aud of access tokens (default agentidp)",
-	"TOKEN_SERVICE_URL":                "base URL of the token service (default http://localhost:8081)",
-	"TIER_SERVICE_URL":                 "base URL of the tier service (default http://localhost:8083)",
-	"ANALYTICS_SERVICE_URL":            "base URL of the analytics service (default http://localhost:8084)",
-	"WEBHOOK_SERVICE_URL":              "base URL of the webhook service (unset: its routes answer 404)",
-	"DID_SERVICE_URL":                  "base URL of the did service (unset: its routes answer 404)",
-	"FEDERATION_SERVICE_URL":           "base URL of the federation service (unset: its routes answer 404)",
-	"BILLING_SERVICE_URL":              "base URL of the billing service (unset: its routes answer 404)",
-	"GATEWAY_ROUTES":                   `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
-	"GATEWAY_JWKS_URL":                 "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
-	"GATEWAY_JWKS_REFRESH":             "periodic JWKS refresh (default 5m)",
-	"GATEWAY_UPSTREAM_TIMEOUT":         "wait for upstream response headers (default 30s)",
+	"GATEWAY_ISSUER":           "expected iss of access tokens (default http://localhost:8080)",
+	"GATEWAY_AUDIENCE":         "required aud of access tokens (default agentidp)",
+	"TOKEN_SERVICE_URL":        "base URL of the token service (default http://localhost:8081)",
+	"TIER_SERVICE_URL":         "base URL of the tier service (default http://localhost:8083)",
+	"ANALYTICS_SERVICE_URL":    "base URL of the analytics service (default http://localhost:8084)",
+	"WEBHOOK_SERVICE_URL":      "base URL of the webhook service (unset: its routes answer 404)",
+	"DID_SERVICE_URL":          "base URL of the did service (unset: its routes answer 404)",
+	"FEDERATION_SERVICE_URL":   "base URL of the federation service (unset: its routes answer 404)",
+	"BILLING_SERVICE_URL":      "base URL of the billing service (unset: its routes answer 404)",
+	"GATEWAY_ROUTES":           `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
+	"GATEWAY_JWKS_URL":         "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
+	"GATEWAY_JWKS_REFRESH":     "periodic JWKS refresh (default 5m)",
+	"GATEWAY_UPSTREAM_TIMEOUT": "wait for upstream response headers (default 30s)",
+	"OPA_POLICY_DIR":           "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
+
+	// Revocation freshness (docs/operations.md, "Revocation freshness").
 	"GATEWAY_REVOCATION_MAX_STALENESS": "age of the revocation state past which every token is checked with the token service, 503 if it cannot answer (default 2s, more than the 500ms heartbeat)",
-	"OPA_POLICY_DIR":                   "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
 }
 
 // ConfigFromEnv reads the gateway's variables into a Config, recording
