@@ -23,6 +23,13 @@
 // The token service stores entries durably and mirrors them into the NATS
 // KV bucket Bucket; every consumer keeps a Set current from that bucket
 // (Apply is a natsbus.WatchKV callback) and checks it in memory.
+//
+// The bucket also carries heartbeats, "heartbeat.<replica>", written by
+// every token service replica every HeartbeatInterval while its mirror is
+// healthy (see IsHeartbeat). They carry no revocation state: they let a
+// consumer prove that its copy is fresh instead of assuming it from "no
+// update arrived" — a watch delivers the bucket in order, so receiving a
+// heartbeat means every entry written before it has been applied.
 package revocation
 
 import (
@@ -49,6 +56,35 @@ const (
 	KindOrg        Kind = "org"
 	KindChain      Kind = "chain"
 )
+
+// HeartbeatPrefix starts the key of a token service replica's heartbeat.
+const HeartbeatPrefix = "heartbeat."
+
+// HeartbeatInterval is how often a token service replica writes its
+// heartbeat. A consumer that heard nothing (entry or heartbeat) for longer
+// than its staleness bound stops trusting its copy.
+const HeartbeatInterval = 500 * time.Millisecond
+
+// IsHeartbeat reports whether a KV key is a heartbeat, not an entry.
+func IsHeartbeat(key string) bool { return strings.HasPrefix(key, HeartbeatPrefix) }
+
+// HeartbeatKey is the KV key of replica's heartbeat; characters a key part
+// may not hold are replaced, so any host name works.
+func HeartbeatKey(replica string) string {
+	b := []byte(replica)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=') {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		b = []byte("_")
+	}
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return HeartbeatPrefix + string(b)
+}
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -204,9 +240,12 @@ func (s *Set) Delete(kind Kind, key string) {
 }
 
 // Apply is a natsbus.WatchKV callback: it records the entry under KV key
-// key, or drops it when value is nil. Malformed entries are ignored and
-// reported false.
+// key, or drops it when value is nil. Heartbeats are ignored (and reported
+// true); malformed entries are ignored and reported false.
 func (s *Set) Apply(key string, value []byte) bool {
+	if IsHeartbeat(key) {
+		return true
+	}
 	kind, k, ok := ParseKey(key)
 	if !ok {
 		return false

@@ -162,3 +162,60 @@ func BenchmarkRevoked(b *testing.B) {
 		}
 	}
 }
+
+func TestHeartbeatKeysAreNotEntries(t *testing.T) {
+	s := NewSet()
+	key := HeartbeatKey("token-7f9.example.com")
+	if key != "heartbeat.token-7f9_example_com" {
+		t.Fatalf("HeartbeatKey = %q", key)
+	}
+	if !IsHeartbeat(key) || IsHeartbeat("jti.x") {
+		t.Fatal("IsHeartbeat misclassifies")
+	}
+	if !s.Apply(key, []byte("1700000000000")) {
+		t.Fatal("Apply(heartbeat) = false; want true (ignored, not malformed)")
+	}
+	if s.Len() != 0 {
+		t.Fatalf("Len after heartbeat = %d; want 0", s.Len())
+	}
+}
+
+// A heartbeat vouches only for its own replica: the copy is as old as the
+// least recently heard replica, until a silent one is forgotten.
+func TestFreshnessIsTheOldestReplica(t *testing.T) {
+	const s = int64(time.Second)
+	f := NewFreshness()
+	if f.HeardNanos() != 0 {
+		t.Fatal("fresh tracker heard something")
+	}
+	f.Loaded(1 * s)
+	if got := f.HeardNanos(); got != 1*s {
+		t.Fatalf("after load = %d; want 1s", got)
+	}
+	a, b := HeartbeatKey("a"), HeartbeatKey("b")
+	f.Heard(a, false, 2*s)
+	f.Heard(b, false, 3*s)
+	f.Heard(a, false, 4*s)
+	f.Heard("jti.x", false, 5*s) // an entry proves nothing about b
+	if got := f.HeardNanos(); got != 3*s {
+		t.Fatalf("with b silent since 3s = %d; want 3s", got)
+	}
+	f.Tick(3*s + int64(ForgetReplicaAfter))
+	if got := f.HeardNanos(); got != 3*s {
+		t.Fatalf("b at the forget bound = %d; want 3s", got)
+	}
+	f.Tick(4*s + int64(ForgetReplicaAfter))
+	if got := f.HeardNanos(); got != 4*s {
+		t.Fatalf("b forgotten = %d; want a's 4s", got)
+	}
+	f.Heard(a, false, 39*s)
+	f.Heard(b, false, 40*s)
+	f.Heard(b, true, 41*s) // b shut down and deleted its key
+	if got := f.HeardNanos(); got != 39*s {
+		t.Fatalf("b deleted = %d; want a's 39s", got)
+	}
+	f.Heard(a, true, 42*s)
+	if got := f.HeardNanos(); got != 42*s {
+		t.Fatalf("no replica left = %d; want the last update, 42s", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
+	"github.com/agentidp/agentidp/libs/revocation"
 )
 
 // Config is the gateway's own configuration (svcrun reads the common part).
@@ -52,6 +53,11 @@ type Config struct {
 	// TrustedProxies are load balancers in front of the gateway whose
 	// X-Forwarded-For names the client (GATEWAY_TRUSTED_PROXIES).
 	TrustedProxies trustedProxies
+	// RevocationMaxStaleness bounds the age of the revocation state the
+	// gateway trusts: past it (no entry or token service heartbeat heard
+	// for that long) every token is checked with the token service's
+	// introspection, and refused with 503 when that fails too.
+	RevocationMaxStaleness time.Duration
 }
 
 // DefaultConfig returns development defaults: every service on localhost.
@@ -75,6 +81,8 @@ func DefaultConfig() Config {
 		UpstreamTimeout:   30 * time.Second,
 		DialTimeout:       3 * time.Second,
 		KVReplicas:        1,
+
+		RevocationMaxStaleness: 2 * time.Second,
 	}
 }
 
@@ -95,6 +103,9 @@ var EnvDocs = map[string]string{
 	"GATEWAY_UPSTREAM_TIMEOUT": "wait for upstream response headers (default 30s)",
 	"GATEWAY_TRUSTED_PROXIES":  "comma-separated CIDRs of load balancers whose X-Forwarded-For names the client (default: none; the peer is the client)",
 	"OPA_POLICY_DIR":           "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
+
+	// Revocation freshness (docs/operations.md, "Revocation freshness").
+	"GATEWAY_REVOCATION_MAX_STALENESS": "age of the revocation state past which every token is checked with the token service, 503 if it cannot answer (default 2s, more than the 500ms heartbeat)",
 }
 
 // ConfigFromEnv reads the gateway's variables into a Config, recording
@@ -141,6 +152,11 @@ func ConfigFromEnv(env *config.Env) Config {
 			env.Fail("GATEWAY_TRUSTED_PROXIES: %v", err)
 		}
 		c.TrustedProxies = p
+	}
+	c.RevocationMaxStaleness = env.Duration("GATEWAY_REVOCATION_MAX_STALENESS", c.RevocationMaxStaleness)
+	if c.RevocationMaxStaleness <= revocation.HeartbeatInterval {
+		env.Fail("GATEWAY_REVOCATION_MAX_STALENESS=%s: must be more than the token service's heartbeat interval (%s)",
+			c.RevocationMaxStaleness, revocation.HeartbeatInterval)
 	}
 	return c
 }

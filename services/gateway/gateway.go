@@ -57,10 +57,13 @@ type Gateway struct {
 	orgs    *natskv.Orgs
 	// revocations is checked on every authenticated request.
 	revocations *natskv.Revocations
-	policy      *opa.Engine
-	limiter     *usageLimiter
-	metrics     *metrics
-	now         func() time.Time
+	// stale checks tokens with the token service while the revocation
+	// state is older than cfg.RevocationMaxStaleness.
+	stale   *staleGuard
+	policy  *opa.Engine
+	limiter *usageLimiter
+	metrics *metrics
+	now     func() time.Time
 
 	unmatched routeCounters
 	closers   []func()
@@ -110,6 +113,9 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if cfg.Routes == nil {
 		cfg.Routes = DefaultRoutes()
 	}
+	if cfg.RevocationMaxStaleness <= 0 {
+		cfg.RevocationMaxStaleness = def.RevocationMaxStaleness
+	}
 	if cfg.JWKSURL == "" {
 		cfg.JWKSURL = cfg.Upstreams[ServiceToken] + "/.well-known/jwks.json"
 	}
@@ -158,6 +164,15 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if g.revocations, err = natskv.OpenRevocations(ctx, d.JS, cfg.KVReplicas, logger); err != nil {
 		return nil, err
 	}
+	// One clock for "heard" and "now", so tests can move both.
+	g.revocations.SetClock(func() time.Time { return g.now() })
+	g.stale = newStaleGuard(newHTTPIntrospector(cfg.Upstreams[ServiceToken], d.Codec, transport), cfg.RevocationMaxStaleness)
+	g.metrics.registerFreshness(reg, func() float64 { return g.revocationAge(g.now()).Seconds() }, func() float64 {
+		if g.revocations.Ready() && g.revocationStale(g.now()) {
+			return 1
+		}
+		return 0
+	})
 
 	shared := Counter(d.Cache)
 	mem := cache.NewMemory(cache.MemoryOptions{})
@@ -183,10 +198,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		g.keys.Run(ctx, g.cfg.JWKSRefresh, time.Second)
+	}()
+	go func() {
+		defer wg.Done()
+		g.watchFreshness(ctx, 100*time.Millisecond)
 	}()
 	go func() {
 		defer wg.Done()

@@ -532,9 +532,9 @@ func TestConfigFromEnv(t *testing.T) {
 
 func TestVerifiedTokenCache(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOptions{configure: func(c *Config) { c.JWKSMinInterval = time.Millisecond }})
 	var offset atomic.Int64
-	e.gw.now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	e := newEnv(t, envOptions{configure: func(c *Config) { c.JWKSMinInterval = time.Millisecond },
+		now: func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }})
 	e.putOrg(t, "org-1", "active", 1000)
 	c := claims("org-1", "agents:read")
 	c["exp"] = time.Now().Add(2 * time.Minute).Unix()

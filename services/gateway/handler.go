@@ -97,7 +97,21 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 		httpx.WriteError(w, httpx.Unavailable("gateway not ready", nil))
 		return &rt.counters
 	}
-	if g.revocations.Set().Revoked(tok.rev) {
+	now := g.now()
+	revoked := g.revocations.Set().Revoked(tok.rev)
+	if !revoked && g.revocationStale(now) {
+		// The local copy cannot be proven fresh: ask the token service,
+		// and refuse when it cannot answer (fail closed).
+		active, outcome, err := g.stale.check(r.Context(), token, tok, now, rid)
+		g.metrics.revocationFallback.WithLabelValues(outcome).Inc()
+		if err != nil {
+			g.logger.Debug("revocation state stale and token service unreachable: refusing", "err", err, "request_id", rid)
+			httpx.WriteError(w, httpx.Unavailable("revocation state unavailable", err))
+			return &rt.counters
+		}
+		revoked = !active
+	}
+	if revoked {
 		g.logger.Debug("token rejected", "reason", "revoked", "request_id", rid)
 		g.metrics.deny(denyRevoked)
 		w.Header()["Www-Authenticate"] = []string{`Bearer error="invalid_token", error_description="token revoked"`}
@@ -121,7 +135,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) *routeCounters {
 			limit = org.MaxCallsPerDay
 		}
 	}
-	now := g.now()
 	u := g.limiter.take(r.Context(), tok.orgID, limit, now)
 	u.setHeaders(w.Header())
 	if !u.allowed {

@@ -26,6 +26,7 @@ import (
 	"github.com/agentidp/agentidp/libs/jose"
 	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/natsbus/natstest"
+	"github.com/agentidp/agentidp/libs/revocation"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -172,7 +173,14 @@ func newUpstream(t testing.TB, name string, codec *authn.Codec) *upstream {
 }
 
 type env struct {
-	nc       *nats.Conn
+	ns *natstest.Server
+	nc *nats.Conn // the gateway's own connection
+	// The token service heartbeats the harness writes into the
+	// revocations bucket (as every token replica does); see
+	// pauseHeartbeats.
+	hbKV     jetstream.KeyValue
+	hbMu     sync.Mutex
+	hbPaused bool
 	gw       *Gateway
 	srv      *httptest.Server
 	issuer   *issuer
@@ -187,6 +195,10 @@ type envOptions struct {
 	cache     cache.Cache // default: in-process
 	configure func(*Config)
 	health    *httpx.Health // default: none (the gateway makes its own)
+	// now replaces the gateway's clock (Config.Now).
+	now func() time.Time
+	// logger replaces the discarding logger.
+	logger *slog.Logger
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -198,7 +210,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{nc: nc, issuer: newIssuer(t), codec: codec, registry: prometheus.NewRegistry()}
+	e := &env{ns: ns, nc: nc, issuer: newIssuer(t), codec: codec, registry: prometheus.NewRegistry()}
 	e.token = newUpstream(t, "token", codec)
 	e.tier = newUpstream(t, "tier", codec)
 	if e.kv, err = natsbus.EnsureKV(ctx, js, events.OrgsBucket, 1); err != nil {
@@ -207,6 +219,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	cfg := DefaultConfig()
 	cfg.Upstreams = map[string]string{ServiceToken: e.token.srv.URL, ServiceTier: e.tier.srv.URL, ServiceAnalytics: e.tier.srv.URL}
 	cfg.JWKSURL = e.issuer.srv.URL + "/.well-known/jwks.json"
+	if o.now != nil {
+		cfg.Now = o.now
+	}
 	if o.configure != nil {
 		o.configure(&cfg)
 	}
@@ -215,11 +230,16 @@ func newEnv(t testing.TB, o envOptions) *env {
 		c = cache.NewMemory(cache.MemoryOptions{})
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	deps := &svcrun.Deps{Service: "gateway", Logger: slog.New(slog.DiscardHandler), Registry: e.registry,
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	deps := &svcrun.Deps{Service: "gateway", Logger: logger, Registry: e.registry,
 		Cache: c, NATS: nc, JS: js, Codec: codec, Health: o.health}
 	if e.gw, err = New(ctx, cfg, deps); err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	e.startHeartbeats(t, ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.gw.Run(ctx) }()
 	t.Cleanup(func() {
@@ -312,4 +332,88 @@ func (e *env) do(t testing.TB, method, path, token string, header map[string]str
 
 func configEnv(vars map[string]string) *config.Env {
 	return config.New(func(k string) string { return vars[k] })
+}
+
+// startHeartbeats writes a token service heartbeat into the revocations
+// bucket every 50ms over a connection of its own (so cutting the
+// gateway's connection does not stop it), until ctx ends.
+func (e *env) startHeartbeats(t testing.TB, ctx context.Context) {
+	t.Helper()
+	_, js := e.ns.Connect(t)
+	kv, err := js.KeyValue(ctx, revocation.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.hbKV = kv
+	go func() {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			e.hbMu.Lock()
+			if !e.hbPaused {
+				_, _ = kv.Put(ctx, revocation.HeartbeatKey("token-test"), revocation.FormatValue(time.Now().UnixMilli()))
+			}
+			e.hbMu.Unlock()
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// pauseHeartbeats stops the heartbeats and returns once the gateway has
+// applied everything written before (a sentinel entry, delivered in
+// order): from then on its revocation state only ages.
+func (e *env) pauseHeartbeats(t testing.TB) {
+	t.Helper()
+	e.hbMu.Lock()
+	e.hbPaused = true
+	e.hbMu.Unlock()
+	e.syncFeed(t)
+}
+
+// syncFeed returns once the gateway has applied everything written to the
+// revocations bucket before the call (a sentinel entry, delivered in
+// order).
+func (e *env) syncFeed(t testing.TB) {
+	t.Helper()
+	jti := "sentinel-" + hex.EncodeToString(randBytes(6))
+	if _, err := e.hbKV.Put(context.Background(), revocation.Key(revocation.KindJTI, jti), revocation.FormatValue(1)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok := e.gw.revocations.Set().Get(revocation.KindJTI, jti); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("sentinel revocation entry not applied within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// putHeartbeat writes replica's heartbeat (deleted: its key removed, as a
+// replica shutting down does) and waits until the gateway applied it.
+func (e *env) putHeartbeat(t testing.TB, replica string, deleted bool) {
+	t.Helper()
+	var err error
+	if deleted {
+		err = e.hbKV.Delete(context.Background(), revocation.HeartbeatKey(replica))
+	} else {
+		_, err = e.hbKV.Put(context.Background(), revocation.HeartbeatKey(replica), revocation.FormatValue(time.Now().UnixMilli()))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.syncFeed(t)
+}
+
+// resumeHeartbeats restarts the heartbeats.
+func (e *env) resumeHeartbeats() {
+	e.hbMu.Lock()
+	e.hbPaused = false
+	e.hbMu.Unlock()
 }

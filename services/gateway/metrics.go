@@ -21,6 +21,9 @@ type metrics struct {
 	denials  *prometheus.CounterVec
 	upstream *prometheus.HistogramVec
 	fallback prometheus.Counter
+	// revocationFallback counts checks with the token service made while
+	// the revocation state was stale, by outcome.
+	revocationFallback *prometheus.CounterVec
 
 	denyAuth    prometheus.Counter
 	denyTier    prometheus.Counter
@@ -58,12 +61,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Daily call counts taken from the in-process counter because the shared cache failed.",
 		}),
 	}
+	m.revocationFallback = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentidp_gateway_revocation_fallback_total",
+		Help: "Tokens checked with the token service because the revocation state was stale, by outcome (active, revoked, cached, error).",
+	}, []string{"outcome"})
+	for _, o := range []string{fallbackActive, fallbackRevoked, fallbackCached, fallbackError} {
+		m.revocationFallback.WithLabelValues(o)
+	}
 	m.denyAuth = m.denials.WithLabelValues(denyAuth)
 	m.denyTier = m.denials.WithLabelValues(denyTier)
 	m.denyPolicy = m.denials.WithLabelValues(denyPolicy)
 	m.denyRevoked = m.denials.WithLabelValues(denyRevoked)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback)
+		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback, m.revocationFallback)
 	}
 	return m
 }
@@ -92,4 +102,19 @@ func (m *metrics) deny(reason string) {
 	case denyRevoked:
 		m.denyRevoked.Inc()
 	}
+}
+
+// registerFreshness registers the revocation state's gauges, computed when
+// scraped (nothing on the request path).
+func (m *metrics) registerFreshness(reg prometheus.Registerer, age, stale func() float64) {
+	if reg == nil {
+		return
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentidp_gateway_revocation_state_age_seconds",
+		Help: "Time since the revocation feed last delivered an entry or a token service heartbeat.",
+	}, age), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentidp_gateway_revocation_stale",
+		Help: "1 while the revocation state is older than GATEWAY_REVOCATION_MAX_STALENESS (tokens checked with the token service), else 0.",
+	}, stale))
 }

@@ -121,7 +121,8 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		AuthThrottle: cfg.ClientAuth.AuthThrottle,
 	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d),
 		Failures: failureCounter(d), AnnounceBlock: announceBlock(d.NATS, d.Logger), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
-		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify})
+		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify,
+		RevocationsStale: func() bool { return s.revs.stale() }})
 	if err != nil {
 		s.async.Close()
 		return nil, fmt.Errorf("token: %w", err)

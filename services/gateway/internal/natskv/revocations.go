@@ -28,6 +28,14 @@ type Revocations struct {
 	logger *slog.Logger
 	set    *revocation.Set
 	ttl    atomic.Int64 // bucket TTL in ns, for pruning
+	now    func() time.Time
+	// fresh knows up to when the copy is proven complete: the oldest
+	// token service replica's last heartbeat, by this host's receive time
+	// (never a time written by another host, so clock skew between hosts
+	// does not enter); the watch delivers the bucket in order, so a
+	// heartbeat received proves every entry its replica wrote before it is
+	// applied.
+	fresh *revocation.Freshness
 }
 
 // OpenRevocations opens (creating if needed) the revocations bucket.
@@ -46,7 +54,7 @@ func OpenRevocations(ctx context.Context, js jetstream.JetStream, replicas int, 
 	if err != nil {
 		return nil, fmt.Errorf("open kv %s: %w", revocation.Bucket, err)
 	}
-	r := &Revocations{kv: kv, logger: logger, set: revocation.NewSet()}
+	r := &Revocations{kv: kv, logger: logger, set: revocation.NewSet(), now: time.Now, fresh: revocation.NewFreshness()}
 	r.ttl.Store(int64(DefaultRevocationsTTL))
 	return r, nil
 }
@@ -57,31 +65,48 @@ func (r *Revocations) Set() *revocation.Set { return r.set }
 // Ready reports whether the initial contents of the bucket have been read.
 func (r *Revocations) Ready() bool { return r.set.Ready() }
 
+// SetClock replaces the clock that stamps HeardNanos (tests); call it
+// before Run.
+func (r *Revocations) SetClock(now func() time.Time) { r.now = now }
+
+// HeardNanos is the time (Unix ns, by the clock) up to which the copy is
+// proven complete — see revocation.Freshness; 0 before the initial load.
+// The age of the revocation state is now minus this: one atomic load,
+// cheap enough for every request.
+func (r *Revocations) HeardNanos() int64 { return r.fresh.HeardNanos() }
+
 // Run watches the bucket until ctx ends, pruning entries the bucket's TTL
-// has expired (KV expiry sends no delete) every minute.
+// has expired (KV expiry sends no delete) every minute and forgetting
+// silent token service replicas every second.
 func (r *Revocations) Run(ctx context.Context) error {
 	ready, err := natsbus.WatchKV(ctx, r.kv, r.logger, func(key string, value []byte) {
 		if !r.set.Apply(key, value) {
 			r.logger.Warn("ignoring malformed revocation entry", "key", key)
 		}
+		r.fresh.Heard(key, value == nil, r.now().UnixNano())
 	})
 	if err != nil {
 		return err
 	}
 	select {
 	case <-ready:
+		r.fresh.Loaded(r.now().UnixNano())
 		r.set.MarkReady()
 	case <-ctx.Done():
 		return nil
 	}
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
+	forget := time.NewTicker(time.Second) // silent replicas (revocation.ForgetReplicaAfter)
+	defer forget.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			r.prune(ctx)
+		case <-forget.C:
+			r.fresh.Tick(r.now().UnixNano())
 		}
 	}
 }

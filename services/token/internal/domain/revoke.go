@@ -85,6 +85,34 @@ func (s *Service) revocationsCommitted(ctx context.Context, revs []Revocation) {
 	}
 }
 
+// refreshStaleRevocations reads the database's revocations into the set
+// when its NATS KV feed is stale (Deps.RevocationsStale), and always for a
+// gateway's fallback check (always: the gateway asks exactly when NATS is
+// in trouble, so the answer must not depend on NATS). Reloads run one at a
+// time and at most every revocation.HeartbeatInterval; concurrent callers
+// share one, so the answer reflects the database as of at most that long
+// ago.
+func (s *Service) refreshStaleRevocations(ctx context.Context, fallback bool) error {
+	if !fallback && (s.revStale == nil || !s.revStale()) {
+		return nil
+	}
+	s.reload.mu.Lock()
+	defer s.reload.mu.Unlock()
+	start := s.now()
+	if start.Sub(s.reload.at) < revocation.HeartbeatInterval {
+		return nil
+	}
+	rows, err := s.store.ListRevocations(ctx, start)
+	if err != nil {
+		return fmt.Errorf("reload revocations: %w", err)
+	}
+	for _, r := range rows {
+		s.revoked.Put(r.Kind, r.Key, r.NotBefore)
+	}
+	s.reload.at = start
+	return nil
+}
+
 // LoadRevocations prunes expired rows, loads the rest into the set and
 // marks it ready; it returns the rows (the assembly reconciles NATS KV
 // with them). On error the set keeps what it had.
@@ -192,6 +220,10 @@ func (s *Service) Introspect(ctx context.Context, caller authn.Identity, token s
 	if !s.revoked.Ready() {
 		s.introspect.WithLabelValues("unavailable").Inc()
 		return Introspection{}, httpx.Unavailable("revocation state not loaded", errors.New("revocation set not ready"))
+	}
+	if err := s.refreshStaleRevocations(ctx, caller.Subject == revocation.FallbackCaller); err != nil {
+		s.introspect.WithLabelValues("unavailable").Inc()
+		return Introspection{}, httpx.Unavailable("revocation state unavailable", err)
 	}
 	now := s.now()
 	c, ok := s.verifyOwn(token, now)

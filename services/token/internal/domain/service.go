@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,6 +104,11 @@ type Deps struct {
 	// or address this replica blocked; they call ApplyAuthBlock. It must
 	// not block (core NATS publish).
 	AnnounceBlock func(AuthBlock)
+	// RevocationsStale, when set, reports whether the revocation set may
+	// lack revocations other replicas committed (its NATS KV feed has been
+	// silent too long); introspection then reads them from the database
+	// first, so its answer never depends on NATS.
+	RevocationsStale func() bool
 }
 
 // Service implements agents, credentials and token issuance.
@@ -125,7 +131,13 @@ type Service struct {
 	verify   atomic.Pointer[verifyKeys]
 	revoked  *revocation.Set
 	mirror   func(ctx context.Context, revs []Revocation)
-	now      func() time.Time
+	// revStale and reload: see Deps.RevocationsStale.
+	revStale func() bool
+	reload   struct {
+		mu sync.Mutex
+		at time.Time // start of the last successful reload
+	}
+	now func() time.Time
 
 	dummyDigest []byte
 	issued      *prometheus.CounterVec
@@ -165,7 +177,7 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, usage: newUsageBatcher(), verified: newVerifiedCache(16384), store: d.Store, keys: d.Keys, counters: d.Counters, orgs: d.Orgs, pub: d.Publisher,
 		log: d.Logger, notify: d.Notify, now: time.Now, revoked: revocation.NewSet(), mirror: d.Mirror,
-		delegationPolicy: d.Policy}
+		delegationPolicy: d.Policy, revStale: d.RevocationsStale}
 	if d.Counters != nil {
 		s.quota = quota.New(d.Counters)
 	}

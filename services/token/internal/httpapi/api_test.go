@@ -86,6 +86,7 @@ type envOptions struct {
 	policy     domain.DelegationPolicy // nil: the embedded one
 	replay     domain.ReplayCache
 	federation domain.FederationExchanger
+	stale      func() bool // Deps.RevocationsStale
 }
 
 // newEnvFull builds the service over SQLite and an in-process NATS server
@@ -142,7 +143,8 @@ func newEnvFull(t testing.TB, o envOptions) *env {
 		policy = p
 	}
 	svc, err := domain.NewService(ctx, settings, domain.Deps{Store: store, Keys: keys, Counters: ctr, Orgs: orgs, Publisher: pub,
-		Registry: prometheus.NewRegistry(), Notify: relay.Notify, Policy: policy, Replay: o.replay, Federation: o.federation})
+		Registry: prometheus.NewRegistry(), Notify: relay.Notify, Policy: policy, Replay: o.replay, Federation: o.federation,
+		RevocationsStale: o.stale})
 	if err != nil {
 		t.Fatal(err)
 	}
