@@ -105,7 +105,7 @@ func TestAttackGatewayFallbackAnsweredFromLaggingFeed(t *testing.T) {
 		t.Fatalf("introspect(agent, fresh feed) = %v; want active (the feed has not delivered it)", got)
 	}
 	v, err := e.codec.Sign(authn.Identity{Subject: revocation.FallbackCaller, OrgID: "org-1", Scopes: []string{"tokens:read"},
-		ExpiresAt: time.Now().Add(time.Minute).Unix()})
+		ExpiresAt: time.Now().Add(time.Minute).Unix(), Method: "POST", Path: "/oauth2/introspect"})
 	if err != nil {
 		t.Fatal(err)
 	}
