@@ -173,6 +173,17 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 		}
 		return 0
 	})
+	// The revocation feed's age in /health/detailed: stale degrades it (the
+	// gateway keeps serving, checking tokens with the token service).
+	d.Health.AddDetail("revocations", func(context.Context) (any, error) {
+		now := g.now()
+		v := map[string]any{"ageSeconds": g.revocationAge(now).Seconds(),
+			"maxStalenessSeconds": cfg.RevocationMaxStaleness.Seconds(), "loaded": g.revocations.Ready()}
+		if g.revocations.Ready() && g.revocationStale(now) {
+			return v, errors.New("stale: tokens are checked with the token service")
+		}
+		return v, nil
+	})
 
 	shared := Counter(d.Cache)
 	mem := cache.NewMemory(cache.MemoryOptions{})

@@ -182,6 +182,7 @@ type env struct {
 	hbMu     sync.Mutex
 	hbPaused bool
 	gw       *Gateway
+	health   *httpx.Health // the gateway's health registry
 	srv      *httptest.Server
 	issuer   *issuer
 	token    *upstream
@@ -239,6 +240,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if e.gw, err = New(ctx, cfg, deps); err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	e.health = deps.Health
 	e.startHeartbeats(t, ctx)
 	done := make(chan error, 1)
 	go func() { done <- e.gw.Run(ctx) }()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/authn"
+	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -106,6 +109,7 @@ func freshnessEnv(t *testing.T) (*env, *testClock, *fakeTokenService, *logBuffer
 	logs := &logBuffer{}
 	fake := newFakeTokenService(t)
 	e := newEnv(t, envOptions{now: clock.now, logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		health:    httpx.NewHealth(prometheus.NewRegistry()),
 		configure: func(c *Config) { c.Upstreams[ServiceToken] = fake.srv.URL }})
 	fake.codec.Store(e.codec)
 	e.putOrg(t, "org-1", "active", 100000)
@@ -315,6 +319,17 @@ func TestRevocationStalenessIsLoggedOnceAndMetered(t *testing.T) {
 		}
 		return out
 	}
+	// /health/detailed says so: degraded, with the feed's age.
+	revDetail := func() httpx.DetailReport {
+		t.Helper()
+		return e.health.Detailed(context.Background()).Details["revocations"]
+	}
+	if d := revDetail(); d.Error == "" || d.Value.(map[string]any)["ageSeconds"].(float64) < 3 {
+		t.Errorf("Got(/health/detailed revocations while stale) = %+v; want an error and an age ≥ 3 s", d)
+	}
+	if st := e.health.Detailed(context.Background()).Status; st != httpx.StatusDegraded {
+		t.Errorf("Got(/health/detailed status while stale) = %s; want degraded", st)
+	}
 	m := metrics()
 	if m["agentidp_gateway_revocation_stale"] != 1 || m["agentidp_gateway_revocation_state_age_seconds"] < 3 {
 		t.Errorf("stale, age = %v, %v; want 1, ≥ 3", m["agentidp_gateway_revocation_stale"], m["agentidp_gateway_revocation_state_age_seconds"])
@@ -326,6 +341,9 @@ func TestRevocationStalenessIsLoggedOnceAndMetered(t *testing.T) {
 	waitUntil(t, "fresh state logged", func() bool { return logs.count(left) == 1 })
 	if got := logs.count(entered); got != 1 {
 		t.Errorf("stale state logged %d times; want once", got)
+	}
+	if d := revDetail(); d.Error != "" {
+		t.Errorf("Got(/health/detailed revocations after recovery) = %+v; want no error", d)
 	}
 	if m := metrics(); m["agentidp_gateway_revocation_stale"] != 0 || m["agentidp_gateway_revocation_state_age_seconds"] > 1 {
 		t.Errorf("stale, age after recovery = %v, %v; want 0, ≤ 1", m["agentidp_gateway_revocation_stale"], m["agentidp_gateway_revocation_state_age_seconds"])
