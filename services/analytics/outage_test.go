@@ -10,11 +10,13 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
+	"github.com/agentidp/agentidp/libs/httpx"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/testkit"
 	"github.com/agentidp/agentidp/services/analytics"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // cutProxy forwards TCP to target until cut: then it drops every open
@@ -97,6 +99,8 @@ func TestAnalyticsWaitsOutDatabaseOutage(t *testing.T) {
 	t.Cleanup(func() { db.Close() })
 	h := newHarness(t)
 	h.deps.DB = db
+	health := httpx.NewHealth(prometheus.NewRegistry())
+	h.deps.Health = health
 	cfg := analytics.DefaultConfig()
 	cfg.BatchSize = 16
 	cfg.RetryBackoff, cfg.RetryMaxBackoff = 2*time.Millisecond, 20*time.Millisecond
@@ -123,6 +127,10 @@ func TestAnalyticsWaitsOutDatabaseOutage(t *testing.T) {
 	if st := svc.ConsumerState(); st.LastErrorCategory == "" || st.Since.IsZero() {
 		t.Errorf("consumer state during the outage = %+v; want a category and a start", st)
 	}
+	// /health/detailed shows it: degraded, the consumer retrying.
+	if rep := health.Detailed(context.Background()); rep.Status != httpx.StatusDegraded || rep.Details["consumer:"+analytics.Durable].Error == "" {
+		t.Errorf("Got(/health/detailed during the outage) = %+v; want degraded with the consumer retrying", rep)
+	}
 	proxy.setCut(false)
 
 	waitFor(t, 30*time.Second, func() bool { return h.pending(t) == 0 })
@@ -134,6 +142,9 @@ func TestAnalyticsWaitsOutDatabaseOutage(t *testing.T) {
 	}
 	if st := svc.ConsumerState(); st.Retrying {
 		t.Errorf("consumer state after recovery = %+v; want healthy", st)
+	}
+	if d := health.Detailed(context.Background()).Details["consumer:"+analytics.Durable]; d.Error != "" {
+		t.Errorf("Got(/health/detailed consumer after recovery) = %+v; want no error", d)
 	}
 }
 
