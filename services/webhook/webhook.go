@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
@@ -226,6 +227,8 @@ type Service struct {
 
 	mu          sync.Mutex
 	consumerErr error
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -340,17 +343,27 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	run("outbox relay", s.relay.Run)
 	run("delivery dispatcher", s.dispatcher.Run)
-	run("event consumer", func(ctx context.Context) error {
-		return natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
-			Durable:    Name,
-			Subjects:   []string{events.AllSubjects},
-			AckWait:    s.cfg.AckWait,
-			Logger:     s.logger,
-			Registerer: s.reg,
-		}, s.ingest)
-	})
+	c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
+		Durable:    Name,
+		Subjects:   []string{events.AllSubjects},
+		AckWait:    s.cfg.AckWait,
+		Logger:     s.logger,
+		Registerer: s.reg,
+	}, s.ingest)
+	s.consumer.Store(c)
+	run("event consumer", c.Run)
 	wg.Wait()
 	return nil
+}
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: Name}
 }
 
 func (s *Service) ingest(ctx context.Context, batch []natsbus.Delivery) error {
