@@ -185,6 +185,7 @@ type env struct {
 type envOptions struct {
 	cache     cache.Cache // default: in-process
 	configure func(*Config)
+	logger    *slog.Logger // default: discarded
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -213,7 +214,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 		c = cache.NewMemory(cache.MemoryOptions{})
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	deps := &svcrun.Deps{Service: "gateway", Logger: slog.New(slog.DiscardHandler), Registry: e.registry,
+	logger := o.logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	deps := &svcrun.Deps{Service: "gateway", Logger: logger, Registry: e.registry,
 		Cache: c, NATS: nc, JS: js, Codec: codec}
 	if e.gw, err = New(ctx, cfg, deps); err != nil {
 		t.Fatalf("New: %v", err)

@@ -21,6 +21,7 @@ type metrics struct {
 	denials  *prometheus.CounterVec
 	upstream *prometheus.HistogramVec
 	fallback prometheus.Counter
+	breaker  *prometheus.GaugeVec
 
 	denyAuth    prometheus.Counter
 	denyTier    prometheus.Counter
@@ -57,13 +58,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "agentidp_gateway_tier_fallback_total",
 			Help: "Daily call counts taken from the in-process counter because the shared cache failed.",
 		}),
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentidp_gateway_upstream_breaker_state",
+			Help: "Circuit breaker of each upstream service: 0 closed, 1 half-open (probing), 2 open (failing fast with 503).",
+		}, []string{"service"}),
 	}
 	m.denyAuth = m.denials.WithLabelValues(denyAuth)
 	m.denyTier = m.denials.WithLabelValues(denyTier)
 	m.denyPolicy = m.denials.WithLabelValues(denyPolicy)
 	m.denyRevoked = m.denials.WithLabelValues(denyRevoked)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback)
+		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback, m.breaker)
 	}
 	return m
 }
