@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -224,6 +225,38 @@ func BenchmarkBreakerClosed(b *testing.B) {
 					_, _ = rt.RoundTrip(req)
 				}
 			})
+		})
+	}
+}
+
+func TestBreakerConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name         string
+		vars         map[string]string
+		wantFailures int
+		wantCooldown time.Duration
+		wantErr      string
+	}{
+		{"defaults", nil, 5, 5 * time.Second, ""},
+		{"set", map[string]string{"GATEWAY_UPSTREAM_BREAKER_FAILURES": "3", "GATEWAY_UPSTREAM_BREAKER_COOLDOWN": "250ms"}, 3, 250 * time.Millisecond, ""},
+		{"zero failures", map[string]string{"GATEWAY_UPSTREAM_BREAKER_FAILURES": "0"}, 0, 0, "GATEWAY_UPSTREAM_BREAKER_FAILURES"},
+		{"negative cooldown", map[string]string{"GATEWAY_UPSTREAM_BREAKER_COOLDOWN": "-1s"}, 0, 0, "GATEWAY_UPSTREAM_BREAKER_COOLDOWN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := configEnv(tc.vars)
+			cfg := ConfigFromEnv(env)
+			err := env.Err()
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("Got(errors) = %v; want one naming %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || cfg.BreakerFailures != tc.wantFailures || cfg.BreakerCooldown != tc.wantCooldown {
+				t.Errorf("Got(breaker config) = %d, %v, %v; want %d, %v", cfg.BreakerFailures, cfg.BreakerCooldown, err, tc.wantFailures, tc.wantCooldown)
+			}
 		})
 	}
 }
