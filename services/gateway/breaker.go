@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 
 // upstreamBreaker is the circuit breaker of one upstream service: after
 // BreakerFailures consecutive failures (no response, a timeout, or a 502,
-// 503 or 504 from the upstream) it opens, and that service's routes answer
+// 504 or bare 503 from the upstream) it opens, and that service's routes answer
 // 503 at once for BreakerCooldown instead of each waiting out a dial or a
 // header timeout; then one request at a time probes it (half-open), and a
 // success closes it again. Other upstreams have their own breakers.
@@ -102,14 +103,25 @@ func (b *upstreamBreaker) retryAfter() time.Duration {
 
 // outcome classifies a round trip for the breaker: nil (success),
 // errUpstreamFailed or errExcluded.
+//
+// A 503 that is one of our services' problem+json answers is a success: the
+// service is up and answered at once that one feature's dependency is away
+// (billing without Stripe, a payment provider down). Opening the breaker
+// would take its working routes down with it and save nothing. A 503
+// without it (a proxy or load balancer in front of a service with no ready
+// instance), a 502 or a 504 is a failure.
 func outcome(r *http.Request, resp *http.Response, err error) error {
 	switch {
 	case err != nil && r.Context().Err() != nil:
 		return errExcluded
 	case err != nil:
 		return errUpstreamFailed
-	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable ||
-		resp.StatusCode == http.StatusGatewayTimeout:
+	case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout:
+		return errUpstreamFailed
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
+			return nil
+		}
 		return errUpstreamFailed
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -258,5 +259,48 @@ func TestBreakerConfigFromEnv(t *testing.T) {
 				t.Errorf("Got(breaker config) = %d, %v, %v; want %d, %v", cfg.BreakerFailures, cfg.BreakerCooldown, err, tc.wantFailures, tc.wantCooldown)
 			}
 		})
+	}
+}
+
+// TestUpstreamAnsweringProblem503KeepsBreakerClosed: a service that is up
+// and answers 503 problem+json for one feature (billing without Stripe)
+// does not get all its routes cut off; a bare 503 (a proxy in front of no
+// ready instance) counts as a failure.
+func TestUpstreamAnsweringProblem503KeepsBreakerClosed(t *testing.T) {
+	t.Parallel()
+	var bare atomic.Bool
+	var hits atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		if bare.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"code":"SERVICE_UNAVAILABLE","detail":"billing is not configured"}`))
+	}))
+	t.Cleanup(up.Close)
+	e := newEnv(t, envOptions{configure: func(c *Config) {
+		c.Upstreams[ServiceBilling] = up.URL
+		c.Routes = append(DefaultRoutes(), Route{Path: "/feature", Public: true, Service: ServiceBilling})
+		c.BreakerFailures = 2
+		c.BreakerCooldown = time.Hour
+	}})
+	for i := range 5 {
+		if r := e.do(t, http.MethodGet, "/feature", "", nil); r.status != http.StatusServiceUnavailable || r.prob["detail"] != "billing is not configured" {
+			t.Fatalf("request %d = %d %s; want the upstream's own 503", i+1, r.status, r.body)
+		}
+	}
+	if n := hits.Load(); n != 5 {
+		t.Errorf("upstream hits = %d; want 5 (the breaker stays closed)", n)
+	}
+	bare.Store(true)
+	for range 2 {
+		e.do(t, http.MethodGet, "/feature", "", nil)
+	}
+	if got := e.breakerState(t, ServiceBilling); got != 2 {
+		t.Errorf("breaker state after 2 bare 503s = %v; want 2 (open)", got)
 	}
 }

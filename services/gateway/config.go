@@ -102,7 +102,7 @@ var EnvDocs = map[string]string{
 	"GATEWAY_JWKS_URL":                  "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
 	"GATEWAY_JWKS_REFRESH":              "periodic JWKS refresh (default 5m)",
 	"GATEWAY_UPSTREAM_TIMEOUT":          "wait for upstream response headers (default 30s)",
-	"GATEWAY_UPSTREAM_BREAKER_FAILURES": "consecutive failures (no answer, timeout, 502/503/504) of an upstream that open its circuit breaker (default 5)",
+	"GATEWAY_UPSTREAM_BREAKER_FAILURES": "consecutive failures (no answer, timeout, 502, 504, 503 without problem+json) of an upstream that open its circuit breaker (default 5)",
 	"GATEWAY_UPSTREAM_BREAKER_COOLDOWN": "how long an open breaker answers 503 for that upstream's routes before one probe request is let through (default 5s)",
 	"GATEWAY_TRUSTED_PROXIES":           "comma-separated CIDRs of load balancers whose X-Forwarded-For names the client (default: none; the peer is the client)",
 	"OPA_POLICY_DIR":                    "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
