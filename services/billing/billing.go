@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
@@ -186,6 +187,8 @@ type Service struct {
 	reg     prometheus.Registerer
 	handler http.Handler
 	logger  *slog.Logger
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -288,20 +291,20 @@ func (s *Service) Run(ctx context.Context) error {
 		}()
 	}
 	run("outbox relay", func() error { return s.relay.Run(ctx) })
-	run("usage consumer", func() error {
-		return natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
-			Durable:    UsageDurable,
-			Subjects:   []string{events.TokenIssued.Subject(), events.AgentCreated.Subject()},
-			Logger:     s.logger,
-			Registerer: s.reg,
-		}, func(ctx context.Context, batch []natsbus.Delivery) error {
-			evs := make([]events.Envelope, len(batch))
-			for i, d := range batch {
-				evs[i] = d.Event
-			}
-			return s.domain.CountUsage(ctx, evs)
-		})
+	c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
+		Durable:    UsageDurable,
+		Subjects:   []string{events.TokenIssued.Subject(), events.AgentCreated.Subject()},
+		Logger:     s.logger,
+		Registerer: s.reg,
+	}, func(ctx context.Context, batch []natsbus.Delivery) error {
+		evs := make([]events.Envelope, len(batch))
+		for i, d := range batch {
+			evs[i] = d.Event
+		}
+		return s.domain.CountUsage(ctx, evs)
 	})
+	s.consumer.Store(c)
+	run("usage consumer", func() error { return c.Run(ctx) })
 	run("usage maintenance", func() error { s.maintain(ctx); return nil })
 	wg.Wait()
 	return nil
@@ -337,6 +340,16 @@ func (s *Service) maintain(ctx context.Context) {
 // background job calls it every ReportInterval when metered) and returns
 // how many daily counters were reported.
 func (s *Service) ReportUsage(ctx context.Context) (int, error) { return s.domain.ReportUsage(ctx) }
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: UsageDurable}
+}
 
 // Checks has no check of its own: a disabled billing is still ready.
 func (s *Service) Checks() map[string]httpx.Check { return map[string]httpx.Check{} }

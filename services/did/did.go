@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
@@ -180,6 +181,8 @@ type Service struct {
 	nc      *nats.Conn
 	reg     prometheus.Registerer
 	logger  *slog.Logger
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -281,14 +284,26 @@ func (s *Service) Run(ctx context.Context) error {
 			defer func() { _ = sub.Unsubscribe() }()
 		}
 	}
-	err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
+	c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
 		Durable:    Durable,
 		Subjects:   []string{events.DomainSubjects("agent"), events.DomainSubjects("credential")},
 		Logger:     s.logger,
 		Registerer: s.reg,
 	}, s.handle)
+	s.consumer.Store(c)
+	err := c.Run(ctx)
 	wg.Wait()
 	return err
+}
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: Durable}
 }
 
 func (s *Service) handle(ctx context.Context, batch []natsbus.Delivery) error {

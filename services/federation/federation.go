@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
@@ -149,6 +150,8 @@ type Service struct {
 	js      jetstream.JetStream
 	reg     prometheus.Registerer
 	logger  *slog.Logger
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -232,7 +235,7 @@ func (s *Service) Run(ctx context.Context) error {
 			s.logger.Error("outbox relay stopped", "err", err)
 		}
 	}()
-	err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
+	c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
 		Durable:    Durable,
 		Subjects:   []string{events.DomainSubjects("agent")},
 		Logger:     s.logger,
@@ -245,8 +248,20 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	s.consumer.Store(c)
+	err := c.Run(ctx)
 	wg.Wait()
 	return err
+}
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: Durable}
 }
 
 // Checks has no service-specific checks beyond the dependencies svcrun adds.

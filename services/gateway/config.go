@@ -46,6 +46,13 @@ type Config struct {
 	UpstreamTimeout time.Duration
 	// DialTimeout bounds connecting to an upstream.
 	DialTimeout time.Duration
+	// BreakerFailures is how many consecutive failures of an upstream open
+	// its circuit breaker (GATEWAY_UPSTREAM_BREAKER_FAILURES, default 5).
+	BreakerFailures int
+	// BreakerCooldown is how long an open breaker fails that upstream's
+	// requests fast before letting a probe through
+	// (GATEWAY_UPSTREAM_BREAKER_COOLDOWN, default 5s).
+	BreakerCooldown time.Duration
 	// KVReplicas is used when the gateway has to create the orgs bucket.
 	KVReplicas int
 	// Now is the clock (nil: time.Now); tests move it instead of sleeping.
@@ -80,6 +87,8 @@ func DefaultConfig() Config {
 		FreeCallsPerDay:   1000,
 		UpstreamTimeout:   30 * time.Second,
 		DialTimeout:       3 * time.Second,
+		BreakerFailures:   defaultBreakerFailures,
+		BreakerCooldown:   defaultBreakerCooldown,
 		KVReplicas:        1,
 
 		RevocationMaxStaleness: 2 * time.Second,
@@ -88,21 +97,23 @@ func DefaultConfig() Config {
 
 // EnvDocs documents the gateway's variables for --help.
 var EnvDocs = map[string]string{
-	"GATEWAY_ISSUER":           "expected iss of access tokens (default http://localhost:8080)",
-	"GATEWAY_AUDIENCE":         "required aud of access tokens (default agentidp)",
-	"TOKEN_SERVICE_URL":        "base URL of the token service (default http://localhost:8081)",
-	"TIER_SERVICE_URL":         "base URL of the tier service (default http://localhost:8083)",
-	"ANALYTICS_SERVICE_URL":    "base URL of the analytics service (default http://localhost:8084)",
-	"WEBHOOK_SERVICE_URL":      "base URL of the webhook service (unset: its routes answer 404)",
-	"DID_SERVICE_URL":          "base URL of the did service (unset: its routes answer 404)",
-	"FEDERATION_SERVICE_URL":   "base URL of the federation service (unset: its routes answer 404)",
-	"BILLING_SERVICE_URL":      "base URL of the billing service (unset: its routes answer 404)",
-	"GATEWAY_ROUTES":           `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
-	"GATEWAY_JWKS_URL":         "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
-	"GATEWAY_JWKS_REFRESH":     "periodic JWKS refresh (default 5m)",
-	"GATEWAY_UPSTREAM_TIMEOUT": "wait for upstream response headers (default 30s)",
-	"GATEWAY_TRUSTED_PROXIES":  "comma-separated CIDRs of load balancers whose X-Forwarded-For names the client (default: none; the peer is the client)",
-	"OPA_POLICY_DIR":           "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
+	"GATEWAY_ISSUER":                    "expected iss of access tokens (default http://localhost:8080)",
+	"GATEWAY_AUDIENCE":                  "required aud of access tokens (default agentidp)",
+	"TOKEN_SERVICE_URL":                 "base URL of the token service (default http://localhost:8081)",
+	"TIER_SERVICE_URL":                  "base URL of the tier service (default http://localhost:8083)",
+	"ANALYTICS_SERVICE_URL":             "base URL of the analytics service (default http://localhost:8084)",
+	"WEBHOOK_SERVICE_URL":               "base URL of the webhook service (unset: its routes answer 404)",
+	"DID_SERVICE_URL":                   "base URL of the did service (unset: its routes answer 404)",
+	"FEDERATION_SERVICE_URL":            "base URL of the federation service (unset: its routes answer 404)",
+	"BILLING_SERVICE_URL":               "base URL of the billing service (unset: its routes answer 404)",
+	"GATEWAY_ROUTES":                    `route table as JSON, replacing the default: [{"path":"/x","methods":["GET"],"public":true,"service":"token"}]`,
+	"GATEWAY_JWKS_URL":                  "JWKS URL (default <TOKEN_SERVICE_URL>/.well-known/jwks.json)",
+	"GATEWAY_JWKS_REFRESH":              "periodic JWKS refresh (default 5m)",
+	"GATEWAY_UPSTREAM_TIMEOUT":          "wait for upstream response headers (default 30s)",
+	"GATEWAY_UPSTREAM_BREAKER_FAILURES": "consecutive failures (no answer, timeout, 502, 504, 503 without problem+json) of an upstream that open its circuit breaker (default 5)",
+	"GATEWAY_UPSTREAM_BREAKER_COOLDOWN": "how long an open breaker answers 503 for that upstream's routes before one probe request is let through (default 5s)",
+	"GATEWAY_TRUSTED_PROXIES":           "comma-separated CIDRs of load balancers whose X-Forwarded-For names the client (default: none; the peer is the client)",
+	"OPA_POLICY_DIR":                    "directory with authz.rego and data/scopes.json, reloaded on change (default: embedded policy)",
 
 	// Revocation freshness (docs/operations.md, "Revocation freshness").
 	"GATEWAY_REVOCATION_MAX_STALENESS": "age of the revocation state past which every token is checked with the token service, 503 if it cannot answer (default 2s, more than the 500ms heartbeat)",
@@ -144,6 +155,14 @@ func ConfigFromEnv(env *config.Env) Config {
 	c.JWKSURL = env.String("GATEWAY_JWKS_URL", "")
 	c.JWKSRefresh = env.Duration("GATEWAY_JWKS_REFRESH", c.JWKSRefresh)
 	c.UpstreamTimeout = env.Duration("GATEWAY_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
+	c.BreakerFailures = env.Int("GATEWAY_UPSTREAM_BREAKER_FAILURES", c.BreakerFailures)
+	if c.BreakerFailures < 1 {
+		env.Fail("GATEWAY_UPSTREAM_BREAKER_FAILURES: must be at least 1")
+	}
+	c.BreakerCooldown = env.Duration("GATEWAY_UPSTREAM_BREAKER_COOLDOWN", c.BreakerCooldown)
+	if c.BreakerCooldown <= 0 {
+		env.Fail("GATEWAY_UPSTREAM_BREAKER_COOLDOWN: must be positive")
+	}
 	c.PolicyDir = env.String("OPA_POLICY_DIR", "")
 	c.KVReplicas = env.Int("NATS_STREAM_REPLICAS", c.KVReplicas)
 	if s := env.String("GATEWAY_TRUSTED_PROXIES", ""); s != "" {

@@ -110,6 +110,12 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = def.DialTimeout
 	}
+	if cfg.BreakerFailures <= 0 {
+		cfg.BreakerFailures = def.BreakerFailures
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = def.BreakerCooldown
+	}
 	if cfg.Routes == nil {
 		cfg.Routes = DefaultRoutes()
 	}
@@ -133,12 +139,19 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	transport := newUpstreamTransport(cfg, newTransport(cfg))
 	g.closers = append(g.closers, transport.CloseIdleConnections)
 	pool := newBufferPool()
+	breakers := map[string]*breakerTransport{} // one breaker per upstream service, shared by its routes
 	for _, rt := range g.routes.routes {
 		target, err := url.Parse(cfg.Upstreams[rt.Service])
 		if err != nil {
 			return nil, fmt.Errorf("gateway upstream %s: %w", rt.Service, err)
 		}
-		rt.proxy = newProxy(target, transport, pool, logger, rt.Service)
+		bt := breakers[rt.Service]
+		if bt == nil {
+			bt = &breakerTransport{next: transport, b: newUpstreamBreaker(rt.Service, cfg.BreakerFailures, cfg.BreakerCooldown,
+				g.metrics.breaker.WithLabelValues(rt.Service), logger)}
+			breakers[rt.Service] = bt
+		}
+		rt.proxy = newProxy(target, bt, pool, logger, rt.Service)
 		rt.basePath = strings.TrimSuffix(target.Path, "/")
 		rt.upstream = g.metrics.upstream.WithLabelValues(rt.Service)
 	}

@@ -421,9 +421,10 @@ func TestTierLimitFallbackWhenRedisIsDown(t *testing.T) {
 		t.Errorf("Got(unlimited org) = %d, RateLimit-Limit %q; want 200 without RateLimit headers", r.status, r.header.Get("RateLimit-Limit"))
 	}
 	// The four limited calls fell back at once; the unlimited one is
-	// batched and falls back when the batch is flushed.
-	if got := testutil.ToFloat64(e.gw.metrics.fallback); got != 4 {
-		t.Errorf("Got(agentidp_gateway_tier_fallback_total) = %v; want 4 before the flush", got)
+	// batched and falls back when the batch is flushed (which a loaded
+	// machine may already have done).
+	if got := testutil.ToFloat64(e.gw.metrics.fallback); got != 4 && got != 5 {
+		t.Errorf("Got(agentidp_gateway_tier_fallback_total) = %v; want 4 (5 once the batch is flushed)", got)
 	}
 	deadline := time.Now().Add(3 * time.Second)
 	for testutil.ToFloat64(e.gw.metrics.fallback) < 5 {

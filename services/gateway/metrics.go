@@ -24,6 +24,7 @@ type metrics struct {
 	// revocationFallback counts checks with the token service made while
 	// the revocation state was stale, by outcome.
 	revocationFallback *prometheus.CounterVec
+	breaker            *prometheus.GaugeVec
 
 	denyAuth    prometheus.Counter
 	denyTier    prometheus.Counter
@@ -60,6 +61,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "agentidp_gateway_tier_fallback_total",
 			Help: "Daily call counts taken from the in-process counter because the shared cache failed.",
 		}),
+		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentidp_gateway_upstream_breaker_state",
+			Help: "Circuit breaker of each upstream service: 0 closed, 1 half-open (probing), 2 open (failing fast with 503).",
+		}, []string{"service"}),
 	}
 	m.revocationFallback = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "agentidp_gateway_revocation_fallback_total",
@@ -73,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.denyPolicy = m.denials.WithLabelValues(denyPolicy)
 	m.denyRevoked = m.denials.WithLabelValues(denyRevoked)
 	if reg != nil {
-		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback, m.revocationFallback)
+		reg.MustRegister(m.requests, m.denials, m.upstream, m.fallback, m.revocationFallback, m.breaker)
 	}
 	return m
 }

@@ -55,6 +55,14 @@ func newProxy(target *url.URL, transport http.RoundTripper, pool httputil.Buffer
 				w.WriteHeader(499) // the client went away; nobody reads this
 				return
 			}
+			var open *breakerOpenError
+			if errors.As(err, &open) {
+				// Failing fast: the state change was logged once; a line
+				// per refused request would flood the log.
+				httpx.WriteError(w, &httpx.Error{Status: http.StatusServiceUnavailable, Code: httpx.CodeUnavailable,
+					Message: "upstream service " + service + " unavailable", RetryAfter: open.retryAfter})
+				return
+			}
 			logger.Warn("upstream request failed", "service", service, "method", r.Method,
 				"path", r.URL.Path, "request_id", r.Header.Get(httpx.RequestIDHeader), "err", err)
 			httpx.WriteError(w, &httpx.Error{Status: http.StatusBadGateway, Code: httpx.CodeUnavailable,

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
@@ -149,6 +150,8 @@ type Service struct {
 	mu            sync.Mutex
 	reconcileErr  error
 	reconciledOne bool // one reconciliation succeeded: the read model exists
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -230,10 +233,12 @@ func (s *Service) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
+		c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
 			Durable: BillingDurable, Subjects: []string{events.BillingSubscriptionUpdated.Subject()},
 			Logger: s.logger, Registerer: s.reg,
-		}, s.applyBilling); err != nil {
+		}, s.applyBilling)
+		s.consumer.Store(c)
+		if err := c.Run(ctx); err != nil {
 			s.logger.Error("billing consumer stopped", "err", err)
 		}
 	}()
@@ -315,6 +320,16 @@ func (s *Service) reconcile(ctx context.Context) {
 		s.reconciledOne = true
 	}
 	s.mu.Unlock()
+}
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: BillingDurable}
 }
 
 // Checks reports the service unready until one reconciliation has

@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -243,6 +244,69 @@ func TestGoneDisablesEndpoint(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := len(rc.requests()); n != 1 {
 		t.Errorf("disabled endpoint got %d requests; want 1", n)
+	}
+}
+
+// TestEveryEventToADisabledEndpointIsRecorded stops the fault where, after
+// a 410, the endpoint's queued deliveries stayed pending for ever and later
+// events got no delivery record at all, and the disabling went unlogged:
+// every event is accounted for as skipped_disabled, the disabling is
+// published once and logged once with the endpoint and the reason.
+func TestEveryEventToADisabledEndpointIsRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cfg := testConfig()
+	cfg.MaxConcurrencyPerEndpoint = 1 // the second event waits while the first is in flight
+	logs := &logBuffer{}
+	h := e.serviceWithLogger(t, cfg, true, slog.New(slog.NewJSONHandler(logs, nil)))
+	disabled := e.subscribe(t, events.WebhookEndpointDisabled)
+	release := make(chan struct{})
+	rc := newReceiver(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		<-release
+		w.WriteHeader(http.StatusGone)
+	})
+	id, _ := e.create(t, h, rc.URL, "*")
+	first := e.publish(t, events.AgentCreated)
+	waitFor(t, 5*time.Second, "the first attempt in flight", func() bool { return len(rc.requests()) == 1 })
+	queued := e.publish(t, events.AgentUpdated)
+	waitFor(t, 5*time.Second, "the second delivery queued", func() bool { return len(e.deliveries(t, h, id)) == 2 })
+	close(release)
+	waitFor(t, 5*time.Second, "webhook.endpoint.disabled", func() bool { return len(disabled()) == 1 })
+	later := e.publish(t, events.AgentDecommissioned)
+
+	want := map[string]string{first.ID: "dead_letter", queued.ID: "skipped_disabled", later.ID: "skipped_disabled"}
+	waitFor(t, 5*time.Second, "a record of every event", func() bool {
+		ds := e.deliveries(t, h, id)
+		if len(ds) != len(want) {
+			return false
+		}
+		for _, d := range ds {
+			if want[d["event_id"].(string)] != d["status"] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, d := range e.deliveries(t, h, id) {
+		if d["status"] == "skipped_disabled" && (d["attempts"] != float64(0) || d["last_error"] != "not sent: endpoint disabled") {
+			t.Errorf("skipped delivery = %v; want 0 attempts, last_error saying why", d)
+		}
+	}
+	if n := len(rc.requests()); n != 1 {
+		t.Errorf("disabled endpoint got %d requests; want 1", n)
+	}
+	var data map[string]any
+	_ = json.Unmarshal(disabled()[0].Data, &data)
+	if data["webhook_id"] != id || data["reason"] != "endpoint answered 410 Gone" {
+		t.Errorf("webhook.endpoint.disabled = %s; want webhook_id %s, reason 410", disabled()[0].Data, id)
+	}
+	lines := logs.lines("webhook endpoint disabled")
+	if len(lines) != 1 || lines[0]["webhook_id"] != id || lines[0]["reason"] != "endpoint answered 410 Gone" ||
+		lines[0]["organization_id"] != e.orgID || lines[0]["level"] != "WARN" {
+		t.Errorf("disabling log lines = %v; want one WARN with webhook_id %s and the reason", lines, id)
+	}
+	if n := len(disabled()); n != 1 {
+		t.Errorf("webhook.endpoint.disabled published %d times; want 1", n)
 	}
 }
 

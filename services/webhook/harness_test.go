@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -75,8 +76,14 @@ func newEnv(t *testing.T) *env {
 // service builds a service over the env; run starts its background work.
 func (e *env) service(t *testing.T, cfg webhook.Config, run bool) http.Handler {
 	t.Helper()
+	return e.serviceWithLogger(t, cfg, run, nil)
+}
+
+// serviceWithLogger is service with the service's logger (nil: discarded).
+func (e *env) serviceWithLogger(t *testing.T, cfg webhook.Config, run bool, logger *slog.Logger) http.Handler {
+	t.Helper()
 	svc, err := webhook.New(context.Background(), cfg, &svcrun.Deps{Service: "webhook", Registry: prometheus.NewRegistry(),
-		DB: e.db, NATS: e.nc, JS: e.js, Codec: e.codec})
+		DB: e.db, NATS: e.nc, JS: e.js, Codec: e.codec, Logger: logger})
 	if err != nil {
 		t.Fatalf("webhook.New = %v", err)
 	}
@@ -254,6 +261,34 @@ func verifySignature(secret string, h http.Header, body []byte) bool {
 		}
 	}
 	return false
+}
+
+// logBuffer collects JSON log lines, safe for concurrent writers.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the decoded log lines whose msg starts with prefix.
+func (b *logBuffer) lines(prefix string) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, l := range bytes.Split(b.buf.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(l, &m) == nil {
+			if msg, _ := m["msg"].(string); strings.HasPrefix(msg, prefix) {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }
 
 // subscribe collects the events published on a subject.

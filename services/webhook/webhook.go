@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/config"
@@ -64,7 +65,8 @@ type Config struct {
 	// Timeout bounds one delivery request (WEBHOOK_TIMEOUT, default 10s).
 	Timeout time.Duration
 	// RetrySchedule are the delays between attempts (WEBHOOK_RETRY_SCHEDULE):
-	// 1+len attempts, then the delivery is dead-lettered.
+	// 1+len attempts, then the delivery is dead-lettered. Each delay is a
+	// floor: jitter adds 0–20% (hook.MaxJitter), never subtracts.
 	RetrySchedule []time.Duration
 	// DisableAfter disables an endpoint failing continuously this long
 	// (WEBHOOK_DISABLE_AFTER, default 72h).
@@ -180,7 +182,7 @@ var Env = map[string]string{
 	"WEBHOOK_ALLOW_PRIVATE":                "comma-separated CIDRs endpoints may use despite the SSRF rules (default none)",
 	"WEBHOOK_REQUIRE_HTTPS":                "refuse http:// endpoints (default false)",
 	"WEBHOOK_TIMEOUT":                      "timeout of one delivery request (default 10s)",
-	"WEBHOOK_RETRY_SCHEDULE":               "delays between attempts, then dead letter (default 5s,30s,2m,5m,15m,30m,1h,2h,4h,8h)",
+	"WEBHOOK_RETRY_SCHEDULE":               "delays between attempts, then dead letter (default 5s,30s,2m,5m,15m,30m,1h,2h,4h,8h); each delay is a minimum, lengthened by a random 0-20% jitter",
 	"WEBHOOK_DISABLE_AFTER":                "disable an endpoint failing continuously this long (default 72h)",
 	"WEBHOOK_SECRET_ROTATION_OVERLAP":      "how long the previous signing secret keeps signing after a rotation (default 24h)",
 	"WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "requests in flight per endpoint, across replicas (default 16)",
@@ -225,6 +227,8 @@ type Service struct {
 
 	mu          sync.Mutex
 	consumerErr error
+
+	consumer atomic.Pointer[natsbus.Consumer] // the running event consumer
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -342,17 +346,27 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	run("outbox relay", s.relay.Run)
 	run("delivery dispatcher", s.dispatcher.Run)
-	run("event consumer", func(ctx context.Context) error {
-		return natsbus.Consume(ctx, s.js, natsbus.ConsumerOptions{
-			Durable:    Name,
-			Subjects:   []string{events.AllSubjects},
-			AckWait:    s.cfg.AckWait,
-			Logger:     s.logger,
-			Registerer: s.reg,
-		}, s.ingest)
-	})
+	c := natsbus.NewConsumer(s.js, natsbus.ConsumerOptions{
+		Durable:    Name,
+		Subjects:   []string{events.AllSubjects},
+		AckWait:    s.cfg.AckWait,
+		Logger:     s.logger,
+		Registerer: s.reg,
+	}, s.ingest)
+	s.consumer.Store(c)
+	run("event consumer", c.Run)
 	wg.Wait()
 	return nil
+}
+
+// ConsumerState reports the event consumer's health (healthy, or retrying
+// since T with the last error's category) for /health/detailed; the zero
+// state names the consumer before Run starts it.
+func (s *Service) ConsumerState() natsbus.ConsumerState {
+	if c := s.consumer.Load(); c != nil {
+		return c.State()
+	}
+	return natsbus.ConsumerState{Durable: Name}
 }
 
 func (s *Service) ingest(ctx context.Context, batch []natsbus.Delivery) error {

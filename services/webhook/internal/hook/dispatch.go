@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -41,6 +42,9 @@ type DispatcherOptions struct {
 	Metrics        *Metrics
 	Logger         *slog.Logger
 	Now            func() time.Time
+	// Rand returns a random value in [0, 1) choosing each retry's jitter
+	// (default rand.Float64); tests inject a fixed source.
+	Rand func() float64
 }
 
 // Dispatcher turns events into deliveries and sends due deliveries.
@@ -82,6 +86,9 @@ func NewDispatcher(store Store, secrets SecretStore, o DispatcherOptions) *Dispa
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Rand == nil {
+		o.Rand = rand.Float64
 	}
 	return &Dispatcher{store: store, secrets: secrets, o: o, kick: make(chan struct{}, 1)}
 }
@@ -182,7 +189,15 @@ func (d *Dispatcher) attempt(ctx context.Context, c Claimed) {
 		return // shutting down: the lease expires and another attempt follows
 	}
 	now := d.now()
-	out := Outcome{At: now, StatusCode: code, DisableAfter: d.o.DisableAfter, EndpointDisabled: d.disabledEvent}
+	// The store calls EndpointDisabled inside its transaction (perhaps more
+	// than once, if the transaction is retried); the disabling is logged
+	// only once it is committed.
+	var disabledReason string
+	out := Outcome{At: now, StatusCode: code, DisableAfter: d.o.DisableAfter,
+		EndpointDisabled: func(sub Subscription, reason string) (events.Envelope, error) {
+			disabledReason = reason
+			return d.disabledEvent(sub, reason)
+		}}
 	attempts := c.Attempts + 1
 	switch {
 	case sendErr == nil:
@@ -191,7 +206,7 @@ func (d *Dispatcher) attempt(ctx context.Context, c Claimed) {
 		out.Status, out.Error, out.Disable = StatusDeadLetter, sendErr.Error(), true
 	default:
 		out.Error = sendErr.Error()
-		if delay, ok := d.o.Schedule.Next(attempts, retryAfter); ok {
+		if delay, ok := d.o.Schedule.Next(attempts, retryAfter, d.o.Rand()); ok {
 			next := now.Add(delay)
 			out.Status, out.NextAttemptAt = StatusFailed, &next
 		} else {
@@ -212,6 +227,11 @@ func (d *Dispatcher) attempt(ctx context.Context, c Claimed) {
 		return
 	}
 	d.o.Metrics.Deliveries.WithLabelValues(out.Status).Inc()
+	if disabledReason != "" {
+		d.o.Metrics.Disabled.Inc()
+		log.Warn("webhook endpoint disabled; its pending deliveries and further events are recorded as "+StatusSkippedDisabled,
+			"organization_id", c.OrganizationID, "reason", disabledReason, "attempts", attempts)
+	}
 	if out.Status != StatusDelivered {
 		d.o.NotifyOutbox()
 		log.Info("webhook delivery failed", "status", out.Status, "attempts", attempts, "err", out.Error, "cause", logCause(sendErr))
@@ -302,6 +322,7 @@ type Metrics struct {
 	Deliveries *prometheus.CounterVec // by outcome: delivered, failed, dead_letter
 	Duration   prometheus.Histogram
 	Pending    prometheus.Gauge
+	Disabled   prometheus.Counter // endpoints disabled (410 Gone, failing too long)
 }
 
 // NewMetrics registers the metrics on reg (nil: unregistered), reusing
@@ -314,11 +335,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Duration of webhook delivery requests.", Buckets: prometheus.DefBuckets}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "agentidp_webhook_pending",
 			Help: "Webhook deliveries not yet delivered nor dead-lettered."}),
+		Disabled: prometheus.NewCounter(prometheus.CounterOpts{Name: "agentidp_webhook_endpoints_disabled_total",
+			Help: "Webhook endpoints disabled by the service (410 Gone, or failing continuously for WEBHOOK_DISABLE_AFTER)."}),
 	}
 	if reg != nil {
 		m.Deliveries = httpx.Register(reg, m.Deliveries)
 		m.Duration = httpx.Register(reg, m.Duration)
 		m.Pending = httpx.Register(reg, m.Pending)
+		m.Disabled = httpx.Register(reg, m.Disabled)
 	}
 	return m
 }

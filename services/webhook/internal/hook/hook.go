@@ -46,12 +46,21 @@ const (
 	StatusDelivered  = "delivered"   // the endpoint answered 2xx
 	StatusFailed     = "failed"      // the last attempt failed; another is scheduled
 	StatusDeadLetter = "dead_letter" // attempts exhausted (or the endpoint is gone); redeliverable
+	// StatusSkippedDisabled is an event the endpoint was not sent because
+	// the endpoint is disabled (by a 410, by failing too long, or by its
+	// organisation): recorded so that no event to a disabled endpoint goes
+	// unaccounted; redeliverable once the endpoint is active again.
+	StatusSkippedDisabled = "skipped_disabled"
 )
+
+// SkippedDisabledError is the last_error of a StatusSkippedDisabled
+// delivery.
+const SkippedDisabledError = "not sent: endpoint disabled"
 
 // Errors a Store returns (possibly wrapped).
 var (
 	ErrNotFound         = errors.New("not found")
-	ErrNotRedeliverable = errors.New("delivery is not failed or dead-lettered")
+	ErrNotRedeliverable = errors.New("delivery is not failed, dead-lettered or skipped")
 )
 
 // Subscription is an endpoint registered by an organisation.
@@ -138,11 +147,12 @@ type Store interface {
 	// deliveries, returning what was deleted, or ErrNotFound.
 	DeleteSubscription(ctx context.Context, orgID, id string) (Subscription, error)
 
-	// Enqueue creates, in one transaction, one pending delivery (due at now)
-	// per event and active subscription of the event's organisation that
-	// Matches the event type and that skip does not reject. It is
-	// idempotent: an existing (subscription, event) pair is left alone. It
-	// returns how many deliveries were created.
+	// Enqueue creates, in one transaction, one delivery per event and
+	// subscription of the event's organisation that Matches the event type
+	// and that skip does not reject: pending (due at now) for an active
+	// subscription, StatusSkippedDisabled (never due) for an inactive one.
+	// It is idempotent: an existing (subscription, event) pair is left
+	// alone. It returns how many pending deliveries were created.
 	Enqueue(ctx context.Context, evs []events.Envelope, now time.Time, skip func(Subscription, events.Envelope) bool) (int, error)
 	// Claim leases up to limit due deliveries (pending or failed, next
 	// attempt at or before now, not leased, subscription active) until
@@ -155,13 +165,17 @@ type Store interface {
 	// outcome, the lease released, the subscription's failure_count and
 	// failing_since updated (reset on delivered), the subscription disabled
 	// when the outcome says so, and the outcome's events written to the
-	// outbox, all in one transaction.
+	// outbox, all in one transaction. When the subscription is disabled by
+	// this attempt, its other deliveries waiting for an attempt (pending or
+	// failed, not leased) become StatusSkippedDisabled; an attempt that
+	// fails on a subscription already inactive is recorded as
+	// StatusSkippedDisabled rather than scheduled again.
 	Complete(ctx context.Context, deliveryID string, o Outcome) error
 	// ListDeliveries returns a page of the deliveries of orgID's
 	// subscription id, newest first, and their total; ErrNotFound when the
 	// subscription is not orgID's.
 	ListDeliveries(ctx context.Context, orgID, subscriptionID string, offset, limit int) ([]Delivery, int64, error)
-	// Redeliver makes a failed or dead-lettered delivery of orgID's
+	// Redeliver makes a failed, dead-lettered or skipped delivery of orgID's
 	// subscription pending again, due at now, with attempts reset.
 	// ErrNotFound when either is missing (or another organisation's),
 	// ErrNotRedeliverable for other statuses.

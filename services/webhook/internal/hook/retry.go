@@ -2,7 +2,6 @@ package hook
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -50,20 +49,39 @@ func (s Schedule) String() string {
 	return strings.Join(parts, ",")
 }
 
+// MaxJitter is the largest fraction of a scheduled delay added as jitter:
+// the delay before a retry is uniform in [base, base·(1+MaxJitter)]. The
+// jitter only lengthens a delay, so the schedule is a floor: a delivery is
+// retried no sooner than documented and is dead-lettered no sooner than
+// the schedule's total (and at most 20% later), while endpoints recovering
+// from an outage are still not hit by synchronised waves.
+const MaxJitter = 0.2
+
 // Next returns the delay before the next attempt after attempts failed
-// attempts, and false when none is left. The delay uses full jitter
-// (uniform in [0, base]) so that endpoints recovering from an outage are
-// not hit by synchronised waves; retryAfter, when positive, is a floor.
-func (s Schedule) Next(attempts int, retryAfter time.Duration) (time.Duration, bool) {
+// attempts, and false when none is left. r is a random value in [0, 1)
+// (rand.Float64) choosing the jitter: the delay is base + r·MaxJitter·base.
+// retryAfter, when positive, is a floor (capped at MaxRetryAfter).
+func (s Schedule) Next(attempts int, retryAfter time.Duration, r float64) (time.Duration, bool) {
 	if attempts < 1 || attempts > len(s) {
 		return 0, false
 	}
 	base := s[attempts-1]
-	d := time.Duration(rand.Int64N(int64(base) + 1))
+	r = min(max(r, 0), 1)
+	d := base + time.Duration(r*MaxJitter*float64(base))
 	if retryAfter > 0 {
 		d = max(d, min(retryAfter, MaxRetryAfter))
 	}
 	return d, true
+}
+
+// Total is the sum of the scheduled delays: the shortest time from a
+// delivery's first attempt to its dead letter.
+func (s Schedule) Total() time.Duration {
+	var t time.Duration
+	for _, d := range s {
+		t += d
+	}
+	return t
 }
 
 // ParseRetryAfter reads a Retry-After header (delay-seconds or HTTP date)

@@ -1,6 +1,7 @@
 package hook
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"testing"
 	"time"
@@ -32,21 +33,50 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 }
 
-func TestScheduleNext(t *testing.T) {
+// TestRetriesNeverComeEarlierThanTheSchedule stops the fault where
+// full jitter (a delay drawn from [0, base]) dead-lettered a delivery long
+// before the documented schedule's total: the jitter only lengthens a
+// delay, by at most MaxJitter.
+func TestRetriesNeverComeEarlierThanTheSchedule(t *testing.T) {
 	t.Parallel()
 	s, err := ParseSchedule("1s, 2m")
-	if err != nil || len(s) != 2 || s[1] != 2*time.Minute {
+	if err != nil || len(s) != 2 || s[1] != 2*time.Minute || s.Total() != 2*time.Minute+time.Second {
 		t.Fatalf("ParseSchedule = %v, %v", s, err)
 	}
-	for range 100 {
-		if d, ok := s.Next(2, 0); !ok || d < 0 || d > 2*time.Minute {
-			t.Fatalf("Next(2) = %v, %v; want within [0, 2m]", d, ok)
-		}
-		if d, ok := s.Next(1, 10*time.Second); !ok || d < 10*time.Second {
-			t.Fatalf("Next(1, Retry-After 10s) = %v, %v; want at least 10s", d, ok)
-		}
+	tests := []struct {
+		name       string
+		attempts   int
+		retryAfter time.Duration
+		r          float64
+		want       time.Duration
+	}{
+		{"no jitter", 2, 0, 0, 2 * time.Minute},
+		{"half jitter", 2, 0, 0.5, 2*time.Minute + 12*time.Second},
+		{"most jitter", 1, 0, 0.999999, time.Second + 199999800*time.Nanosecond},
+		{"out of range random is clamped", 1, 0, 7, 1200 * time.Millisecond},
+		{"retry-after is a floor", 1, 10 * time.Second, 0.5, 10 * time.Second},
+		{"retry-after below the delay", 2, 10 * time.Second, 0, 2 * time.Minute},
 	}
-	if _, ok := s.Next(3, 0); ok {
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, ok := s.Next(tc.attempts, tc.retryAfter, tc.r); !ok || got != tc.want {
+				t.Errorf("Next(%d, %v, %v) = %v, %v; want %v", tc.attempts, tc.retryAfter, tc.r, got, ok, tc.want)
+			}
+		})
+	}
+	var total time.Duration
+	for i := range 1000 {
+		d, ok := DefaultSchedule.Next(i%len(DefaultSchedule)+1, 0, rand.Float64())
+		b := DefaultSchedule[i%len(DefaultSchedule)]
+		if !ok || d < b || d > b+b/5 {
+			t.Fatalf("Next(%d) = %v, %v; want within [%v, %v]", i%len(DefaultSchedule)+1, d, ok, b, b+b/5)
+		}
+		total += d
+	}
+	if min := 100 * DefaultSchedule.Total(); total < min {
+		t.Errorf("100 schedules took %v; want at least %v", total, min)
+	}
+	if _, ok := s.Next(3, 0, 0.5); ok {
 		t.Error("Next(3) with a schedule of 2 = ok; want dead letter")
 	}
 	for _, bad := range []string{"", "5s,x", "-1s", "0s"} {

@@ -186,8 +186,10 @@ func (s *Store) Enqueue(ctx context.Context, evs []events.Envelope, now time.Tim
 	created := 0
 	err := s.db.InTx(ctx, func(tx *sqlstore.Tx) error {
 		created = 0
-		rows, err := tx.QueryContext(ctx, `SELECT `+subColumns+` FROM webhook_subscriptions WHERE active = ? AND organization_id IN (`+
-			placeholders(len(orgs))+`)`, append([]any{true}, orgs...)...)
+		// Inactive subscriptions too: their events are recorded as
+		// skipped, so every event to a disabled endpoint is accounted for.
+		rows, err := tx.QueryContext(ctx, `SELECT `+subColumns+` FROM webhook_subscriptions WHERE organization_id IN (`+
+			placeholders(len(orgs))+`)`, orgs...)
 		if err != nil {
 			return fmt.Errorf("load subscriptions: %w", err)
 		}
@@ -214,8 +216,12 @@ func (s *Store) Enqueue(ctx context.Context, evs []events.Envelope, now time.Tim
 				if err != nil {
 					return err
 				}
+				status, lastErr, due := hook.StatusPending, "", any(now)
+				if !sub.Active {
+					status, lastErr, due = hook.StatusSkippedDisabled, hook.SkippedDisabledError, nil
+				}
 				vals = append(vals, hook.DeliveryIDPrefix+uuid.NewString(), sub.ID, sub.OrganizationID, e.ID, string(e.Type), payload,
-					hook.StatusPending, now, now)
+					status, lastErr, due, now)
 			}
 		}
 		// Multi-row inserts: one round trip per enqueueBatch deliveries
@@ -224,15 +230,26 @@ func (s *Store) Enqueue(ctx context.Context, evs []events.Envelope, now time.Tim
 			n := min(len(vals)/enqueueColumns, enqueueBatch)
 			chunk := vals[:n*enqueueColumns]
 			vals = vals[n*enqueueColumns:]
-			res, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries (id, subscription_id, organization_id, event_id, event_type,
+			rows, err := tx.QueryContext(ctx, `INSERT INTO webhook_deliveries (id, subscription_id, organization_id, event_id, event_type,
 payload, status, attempts, last_error, next_attempt_at, created_at) VALUES `+
-				strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, 0, '', ?, ?),`, n), ",")+`
-ON CONFLICT (subscription_id, event_id) DO NOTHING`, chunk...)
+				strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?),`, n), ",")+`
+ON CONFLICT (subscription_id, event_id) DO NOTHING RETURNING status`, chunk...)
 			if err != nil {
 				return fmt.Errorf("insert deliveries: %w", err)
 			}
-			if k, _ := res.RowsAffected(); k > 0 {
-				created += int(k)
+			for rows.Next() {
+				var st string
+				if err := rows.Scan(&st); err != nil {
+					rows.Close()
+					return fmt.Errorf("insert deliveries: %w", err)
+				}
+				if st == hook.StatusPending {
+					created++
+				}
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return fmt.Errorf("insert deliveries: %w", err)
 			}
 		}
 		return nil
@@ -243,7 +260,7 @@ ON CONFLICT (subscription_id, event_id) DO NOTHING`, chunk...)
 // enqueueColumns are the parameters of one inserted delivery; enqueueBatch
 // deliveries per INSERT stays far below both drivers' parameter limits.
 const (
-	enqueueColumns = 9
+	enqueueColumns = 10
 	enqueueBatch   = 200
 )
 
@@ -520,6 +537,14 @@ WHERE id = %s AND (failure_count <> 0 OR failing_since IS NOT NULL)`
 			return err
 		}
 		evs := o.Events
+		if !sub.Active && o.Status == hook.StatusFailed {
+			// Disabled while this attempt was in flight: no further attempt
+			// will be made, so say so rather than leave it "failed".
+			if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, next_attempt_at = NULL WHERE id = ?`,
+				hook.StatusSkippedDisabled, deliveryID); err != nil {
+				return fmt.Errorf("skip delivery of a disabled endpoint: %w", err)
+			}
+		}
 		if o.Status == hook.StatusDelivered {
 			sub.FailureCount, sub.FailingSince = 0, nil
 		} else {
@@ -536,6 +561,16 @@ WHERE id = %s AND (failure_count <> 0 OR failing_since IS NOT NULL)`
 			}
 			if reason != "" && sub.Active {
 				sub.Active = false
+				// Its backlog, this delivery included when it was to be
+				// retried, will never be claimed (Claim wants an active
+				// endpoint): record it as not sent. Deliveries leased to
+				// other workers are left to their attempt, which records
+				// its own outcome.
+				if _, err := tx.ExecContext(ctx, `UPDATE webhook_deliveries SET status = ?, next_attempt_at = NULL, last_error = ?
+WHERE subscription_id = ? AND status IN ('pending', 'failed') AND (lease_until IS NULL OR lease_until < ?)`,
+					hook.StatusSkippedDisabled, hook.SkippedDisabledError, sub.ID, at); err != nil {
+					return fmt.Errorf("skip deliveries of a disabled endpoint: %w", err)
+				}
 				if o.EndpointDisabled != nil {
 					ev, err := o.EndpointDisabled(sub, reason)
 					if err != nil {
@@ -594,7 +629,7 @@ func (s *Store) Redeliver(ctx context.Context, orgID, subscriptionID, deliveryID
 		if err != nil {
 			return fmt.Errorf("load delivery: %w", err)
 		}
-		if d.Status != hook.StatusFailed && d.Status != hook.StatusDeadLetter {
+		if d.Status != hook.StatusFailed && d.Status != hook.StatusDeadLetter && d.Status != hook.StatusSkippedDisabled {
 			return hook.ErrNotRedeliverable
 		}
 		now := now.UTC()

@@ -39,6 +39,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"ClaimOldestFirstAcrossBacklog", testClaimOrder},
 		{"ConcurrentClaimsKeepCapAndNeverShare", testConcurrentClaims},
 		{"CompleteTracksFailuresAndDisables", testComplete},
+		{"DisabledEndpointAccountsForEveryEvent", testDisabledEndpointAccountsForEveryEvent},
 		{"DeliveriesNewestFirstAndRedeliver", testDeliveries},
 		{"Secrets", testSecrets},
 	}
@@ -194,19 +195,26 @@ func testEnqueue(t *testing.T, h Harness) {
 		t.Fatalf("Enqueue = %v", err)
 	}
 	// agent.created → all, agents; token.revoked → all. None for tokens,
-	// inactive, the other org, the skipped one or the org-less event.
+	// the other org, the skipped one or the org-less event; inactive gets
+	// both recorded as skipped_disabled (not counted).
 	if n != 3 {
 		t.Errorf("Enqueue created %d; want 3", n)
 	}
 	if n, err := h.Store.Enqueue(ctx, evs, base, skip); err != nil || n != 0 {
 		t.Errorf("Enqueue again = %d, %v; want 0 (idempotent)", n, err)
 	}
-	for sub, want := range map[string]int{all.ID: 2, agents.ID: 1, tokens.ID: 0, inactive.ID: 0, skipped.ID: 0} {
+	for sub, want := range map[string]int{all.ID: 2, agents.ID: 1, tokens.ID: 0, inactive.ID: 2, skipped.ID: 0} {
 		list, total, err := h.Store.ListDeliveries(ctx, org, sub, 0, 10)
 		if err != nil || total != int64(want) || len(list) != want {
 			t.Errorf("ListDeliveries(%s) = %d (%d), %v; want %d", sub, len(list), total, err, want)
 		}
 		for _, d := range list {
+			if sub == inactive.ID {
+				if d.Status != hook.StatusSkippedDisabled || d.NextAttemptAt != nil || d.LastError != hook.SkippedDisabledError {
+					t.Errorf("delivery to an inactive endpoint = %+v; want skipped_disabled, never due", d)
+				}
+				continue
+			}
 			if d.Status != hook.StatusPending || d.Attempts != 0 || d.NextAttemptAt == nil || len(d.Payload) == 0 {
 				t.Errorf("new delivery = %+v; want pending, due, with payload", d)
 			}
@@ -439,6 +447,48 @@ func testComplete(t *testing.T, h Harness) {
 	}
 	if n, _ := h.Store.Claim(ctx, base.Add(24*time.Hour), base.Add(25*time.Hour), 10, 4); len(n) != 0 {
 		t.Errorf("Claim for a disabled endpoint = %d; want 0", len(n))
+	}
+	// The two deliveries waiting for a retry were recorded as not sent.
+	statuses := map[string]int{}
+	list, _, _ = h.Store.ListDeliveries(ctx, org, s.ID, 0, 10)
+	for _, d := range list {
+		statuses[d.Status]++
+	}
+	if statuses[hook.StatusDelivered] != 1 || statuses[hook.StatusDeadLetter] != 1 || statuses[hook.StatusSkippedDisabled] != 2 || len(list) != 4 {
+		t.Errorf("deliveries after disabling = %v; want 1 delivered, 1 dead_letter, 2 skipped_disabled", statuses)
+	}
+}
+
+// testDisabledEndpointAccountsForEveryEvent: an attempt in flight when its
+// endpoint was disabled ends skipped_disabled rather than failed (it will
+// never be retried), and a skipped delivery can be redelivered.
+func testDisabledEndpointAccountsForEveryEvent(t *testing.T, h Harness) {
+	ctx := context.Background()
+	org := uuid.NewString()
+	s := newSub(t, h, org, base)
+	if _, err := h.Store.Enqueue(ctx, []events.Envelope{event(t, events.AgentCreated, org)}, base, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := claimOne(t, h, base)
+	if _, err := h.Store.UpdateSubscription(ctx, org, s.ID, func(s *hook.Subscription) error { s.Active = false; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	next := base.Add(time.Minute)
+	if err := h.Store.Complete(ctx, c.ID, hook.Outcome{Status: hook.StatusFailed, Error: "HTTP 500", NextAttemptAt: &next, At: base}); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := h.Store.ListDeliveries(ctx, org, s.ID, 0, 10)
+	if err != nil || len(list) != 1 || list[0].Status != hook.StatusSkippedDisabled || list[0].NextAttemptAt != nil || list[0].Attempts != 1 {
+		t.Fatalf("delivery failed on a disabled endpoint = %+v, %v; want skipped_disabled after 1 attempt, never due", list, err)
+	}
+	if _, err := h.Store.UpdateSubscription(ctx, org, s.ID, func(s *hook.Subscription) error { s.Active = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := h.Store.Redeliver(ctx, org, s.ID, c.ID, next); err != nil || r.Status != hook.StatusPending {
+		t.Fatalf("Redeliver(skipped_disabled) = %+v, %v; want pending", r, err)
+	}
+	if got := claimOne(t, h, next); got.ID != c.ID {
+		t.Errorf("Claim after Redeliver = %s; want %s", got.ID, c.ID)
 	}
 }
 
