@@ -3,6 +3,7 @@ package svcrun
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -247,4 +248,61 @@ func TestAttackTrafficCannotReachStartingOrDrainingReplica(t *testing.T) {
 		t.Errorf("Got(Serve) = %v; want nil", err)
 	}
 	s.done <- nil // for the cleanup
+}
+
+// consumerService is a served service with an event consumer whose state
+// the test sets.
+type consumerService struct {
+	*loadingService
+	state atomic.Pointer[natsbus.ConsumerState]
+}
+
+func (c *consumerService) ConsumerState() natsbus.ConsumerState { return *c.state.Load() }
+
+// A consumer retrying through an outage shows in /health/detailed (207
+// degraded, its state with the error category) and leaves readiness alone.
+func TestConsumerStateInDetailedHealth(t *testing.T) {
+	pub, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	internal, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &consumerService{loadingService: newLoadingService()}
+	svc.loaded.Store(true)
+	svc.state.Store(&natsbus.ConsumerState{Durable: "audit", Retrying: true, ConsecutiveFailures: 7, LastErrorCategory: "dependency"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	d := &Deps{Service: "test", Logger: slog.New(slog.DiscardHandler), Registry: NewRegistry()}
+	go func() { done <- Serve(ctx, d, svc, pub, internal, time.Second) }()
+	t.Cleanup(func() { cancel(); close(svc.release); <-done })
+	base := "http://" + internal.Addr().String()
+	waitFor(t, "internal port", func() bool {
+		resp, err := http.Get(base + "/health/live")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	detail := func() (int, httpx.DetailReport) {
+		t.Helper()
+		code, body := get(t, base+"/health/detailed")
+		var rep httpx.Report
+		if err := json.Unmarshal([]byte(body), &rep); err != nil {
+			t.Fatalf("decode %s: %v", body, err)
+		}
+		return code, rep.Details["consumer:audit"]
+	}
+	if code, d := detail(); code != http.StatusMultiStatus || d.Error == "" || !strings.Contains(fmt.Sprint(d.Value), "dependency") {
+		t.Errorf("Got(detailed while the consumer retries) = %d %+v; want 207 with the consumer's state and an error", code, d)
+	}
+	if code, body := get(t, base+"/health/ready"); code != http.StatusOK {
+		t.Errorf("Got(ready while the consumer retries) = %d %s; want 200", code, body)
+	}
+	svc.state.Store(&natsbus.ConsumerState{Durable: "audit"})
+	if code, d := detail(); code != http.StatusOK || d.Error != "" {
+		t.Errorf("Got(detailed once the consumer recovered) = %d %+v; want 200 without error", code, d)
+	}
 }

@@ -210,6 +210,12 @@ func DBConfig(url, schema string, maxConns int32) (sqlstore.Config, error) {
 	return sqlstore.Config{}, fmt.Errorf("DATABASE_URL: must start with postgres:// or sqlite:")
 }
 
+// ConsumerStater is a service with an event consumer (natsbus.Consumer);
+// Serve shows its state in /health/detailed.
+type ConsumerStater interface {
+	ConsumerState() natsbus.ConsumerState
+}
+
 // Serve runs svc: its background work, its public API on pub and health
 // and metrics on internal, until ctx ends; then it stops accepting, drains
 // in-flight requests for up to drain, and waits for background work.
@@ -230,6 +236,11 @@ func Serve(ctx context.Context, d *Deps, svc Service, pub, internal net.Listener
 	}
 	for k, v := range svc.Checks() {
 		h.AddReady(k, v)
+	}
+	// An event consumer that waits out an outage degrades
+	// /health/detailed while it retries; it never makes the pod unready.
+	if c, ok := svc.(ConsumerStater); ok {
+		h.AddDetail("consumer:"+c.ConsumerState().Durable, natsbus.StateDetail(c.ConsumerState))
 	}
 	go h.Watch(ctx, DependencyProbeInterval)
 	publicSrv := &http.Server{Handler: svc.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,

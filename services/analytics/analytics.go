@@ -336,7 +336,6 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	}
 	s.handler = httpapi.NewHandler(httpapi.Services{Counting: domain, Audit: auditSvc, Compliance: comp, Integrity: s.Integrity},
 		d.Codec, logger, httpx.NewMetrics(reg, Name))
-	d.Health.AddDetail("consumer:"+Durable, natsbus.StateDetail(s.ConsumerState))
 	return s, nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/testkit"
 	"github.com/agentidp/agentidp/services/analytics"
@@ -105,6 +106,7 @@ func TestAnalyticsWaitsOutDatabaseOutage(t *testing.T) {
 	cfg.BatchSize = 16
 	cfg.RetryBackoff, cfg.RetryMaxBackoff = 2*time.Millisecond, 20*time.Millisecond
 	svc, _ := h.start(t, cfg)
+	health.AddDetail("consumer:"+analytics.Durable, natsbus.StateDetail(svc.ConsumerState)) // as svcrun.Serve does
 
 	org := uuid.NewString()
 	now := time.Now().UTC()
