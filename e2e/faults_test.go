@@ -240,11 +240,16 @@ func TestFaultPostgresCutForConsumers(t *testing.T) {
 	fs.requireNoDeadLetters("webhook")
 }
 
+// preStop stands for the chart's preStopSleepSeconds (5 s by default),
+// shortened: on loopback the load balancer drops a replica at once.
+const preStop = 500 * time.Millisecond
+
 // TestFaultSIGTERMEveryService restarts every replica of every service in
 // turn (analytics, tier, token, then the gateways) under a token load at
 // 25/s whose client retries nothing and opens a connection per request:
-// each replica is first taken out of its load balancer (as Kubernetes
-// does before the SIGTERM), then sent SIGTERM, must exit 0, and is started
+// each replica is first taken out of its load balancer and keeps serving
+// for preStop (as Kubernetes and the chart's preStop sleep do), then is
+// sent SIGTERM, must exit 0, and is started
 // again and put back. It requires: not one request failed; analytics and
 // the audit log count exactly the tokens answered (plus the admin's).
 func TestFaultSIGTERMEveryService(t *testing.T) {
@@ -260,6 +265,12 @@ func TestFaultSIGTERMEveryService(t *testing.T) {
 		for _, name := range []string{"analytics", "tier", "token", "gateway"} {
 			for _, sv := range fs.svcs[name] {
 				fs.lb[name].Remove(sv.http)
+				// The chart's preStop sleep (preStopSleepSeconds): the
+				// replica keeps serving while the load balancers drop it,
+				// so that no connection dialled just before the removal
+				// reaches a closed listener. Part of the fault's script,
+				// not a wait for a condition.
+				time.Sleep(preStop)
 				if err := sv.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 					t.Errorf("SIGTERM %s: %v", sv.name, err)
 					return
