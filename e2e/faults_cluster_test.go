@@ -113,10 +113,12 @@ func (c *natsCluster) kill(i int) {
 	<-p.done
 }
 
-// streamLeader returns the index of the server leading the event stream.
+// streamLeader returns the index of the server leading stream, asking
+// until one answers (at most 30 s): right after a server is killed the
+// stream may be between leaders.
 func (c *natsCluster) streamLeader(stream string) int {
 	c.t.Helper()
-	nc, err := nats.Connect(c.URLs())
+	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1))
 	if err != nil {
 		c.t.Fatalf("connect to the NATS cluster: %v", err)
 	}
@@ -125,18 +127,28 @@ func (c *natsCluster) streamLeader(stream string) int {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		c.t.Fatalf("stream %s: %v", stream, err)
+	var (
+		info    *jetstream.StreamInfo
+		lastErr error
+	)
+	if !poll(ctx, 200*time.Millisecond, func() bool {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		var s jetstream.Stream
+		if s, lastErr = js.Stream(actx, stream); lastErr != nil {
+			return false
+		}
+		if info, lastErr = s.Info(actx); lastErr != nil {
+			return false
+		}
+		return info.Cluster != nil && info.Cluster.Leader != ""
+	}) {
+		c.t.Fatalf("stream %s has no leader after 30s (last error %v)", stream, lastErr)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		c.t.Fatalf("stream %s info: %v", stream, err)
-	}
-	if info.Config.Replicas != len(c.nodes) || info.Cluster == nil {
-		c.t.Fatalf("stream %s has %d replicas (cluster %+v); want %d", stream, info.Config.Replicas, info.Cluster, len(c.nodes))
+	if info.Config.Replicas != len(c.nodes) {
+		c.t.Fatalf("stream %s has %d replicas; want %d", stream, info.Config.Replicas, len(c.nodes))
 	}
 	for i, n := range c.nodes {
 		if n.name == info.Cluster.Leader {

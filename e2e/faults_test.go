@@ -251,7 +251,8 @@ const preStop = 500 * time.Millisecond
 // for preStop (as Kubernetes and the chart's preStop sleep do), then is
 // sent SIGTERM, must exit 0, and is started
 // again and put back. It requires: not one request failed; analytics and
-// the audit log count exactly the tokens answered (plus the admin's).
+// the audit log count exactly the tokens answered (plus the admin's);
+// every stream and KV bucket still has three replicas.
 func TestFaultSIGTERMEveryService(t *testing.T) {
 	fs := startFaultStack(t, faultOptions{})
 	c := newClient(t, fs.gateway)
@@ -300,4 +301,7 @@ func TestFaultSIGTERMEveryService(t *testing.T) {
 		t.Errorf("Got(failed requests) = %d; want 0 (first errors: %q)", res.FailedAttempts, res.Errors)
 	}
 	fs.requireCounted(admin, 1+res.Issued, nil)
+	// Every replica started again after the others: none may have shrunk
+	// a bucket or stream another service created with three replicas.
+	fs.nats.requireReplicated()
 }
