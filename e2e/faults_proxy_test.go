@@ -27,6 +27,7 @@ type tcpProxy struct {
 	backends []string
 	next     int
 	cut      bool
+	latency  time.Duration         // added before each chunk from a backend
 	open     map[net.Conn]struct{} // both sides of every proxied connection
 
 	accepted atomic.Int64 // connections handed to a backend
@@ -77,6 +78,15 @@ func (p *tcpProxy) Restore() {
 	p.mu.Lock()
 	p.cut = false
 	p.mu.Unlock()
+}
+
+// SetLatency delays every chunk of data from a backend by d (0: none):
+// a slow upstream, so that requests are in flight when a scenario needs
+// them to be.
+func (p *tcpProxy) SetLatency(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latency = d
 }
 
 // Remove takes a backend out of the rotation; its open connections stay
@@ -157,6 +167,7 @@ func (p *tcpProxy) handle(client net.Conn) {
 	}
 	p.open[client] = struct{}{}
 	p.open[upstream] = struct{}{}
+	latency := p.latency
 	p.mu.Unlock()
 	p.accepted.Add(1)
 
@@ -164,9 +175,9 @@ func (p *tcpProxy) handle(client net.Conn) {
 	// HTTP server's "Connection: close" answer reaches the client whole;
 	// both sides are closed when both directions are done.
 	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn) {
+	pipe := func(dst, src net.Conn, delay time.Duration) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		copyDelayed(dst, src, delay)
 		if tc, ok := dst.(*net.TCPConn); ok {
 			_ = tc.CloseWrite()
 		} else {
@@ -174,8 +185,8 @@ func (p *tcpProxy) handle(client net.Conn) {
 		}
 	}
 	wg.Add(2)
-	go pipe(upstream, client)
-	go pipe(client, upstream)
+	go pipe(upstream, client, 0)
+	go pipe(client, upstream, latency)
 	wg.Wait()
 	_ = client.Close()
 	_ = upstream.Close()
@@ -183,6 +194,27 @@ func (p *tcpProxy) handle(client net.Conn) {
 	delete(p.open, client)
 	delete(p.open, upstream)
 	p.mu.Unlock()
+}
+
+// copyDelayed copies src to dst, holding each chunk for delay first.
+func copyDelayed(dst io.Writer, src io.Reader, delay time.Duration) {
+	if delay <= 0 {
+		_, _ = io.Copy(dst, src)
+		return
+	}
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			time.Sleep(delay) // the injected latency itself
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 func (p *tcpProxy) close() {

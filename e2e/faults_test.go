@@ -242,11 +242,18 @@ func TestFaultPostgresCutForConsumers(t *testing.T) {
 
 // preStop stands for the chart's preStopSleepSeconds (5 s by default),
 // shortened: on loopback the load balancer drops a replica at once.
-const preStop = 500 * time.Millisecond
+const preStop = 300 * time.Millisecond
+
+// tokenLatency is added to every answer of the token service in the
+// SIGTERM scenario; being longer than preStop, it keeps token requests in
+// flight at a gateway when that gateway receives SIGTERM, so its drain is
+// what the scenario tests.
+const tokenLatency = 800 * time.Millisecond
 
 // TestFaultSIGTERMEveryService restarts every replica of every service in
 // turn (analytics, tier, token, then the gateways) under a token load at
-// 25/s whose client retries nothing and opens a connection per request:
+// 25/s whose client retries nothing and opens a connection per request,
+// each answer of the token service held tokenLatency by its load balancer:
 // each replica is first taken out of its load balancer and keeps serving
 // for preStop (as Kubernetes and the chart's preStop sleep do), then is
 // sent SIGTERM, must exit 0, and is started
@@ -258,6 +265,7 @@ func TestFaultSIGTERMEveryService(t *testing.T) {
 	c := newClient(t, fs.gateway)
 	admin, r := c.token(fs.adminID, fs.adminSecret, "analytics:read audit:read")
 	c.mustStatus(r, http.StatusOK, "admin token")
+	fs.lb["token"].SetLatency(tokenLatency)
 
 	rolled := make(chan struct{})
 	var restarts int
@@ -292,7 +300,7 @@ func TestFaultSIGTERMEveryService(t *testing.T) {
 		}
 	}()
 	res := runFaultLoad(t, faultLoad{Base: fs.gateway, ClientID: fs.adminID, Secret: fs.adminSecret,
-		N: 5000, Concurrency: 8, Rate: 25, NoKeepAlive: true, Stop: rolled})
+		N: 5000, Concurrency: 32, Rate: 25, NoKeepAlive: true, Stop: rolled})
 	t.Logf("%d replicas restarted with SIGTERM; load: %v", restarts, res)
 	if restarts != 8 {
 		t.Fatalf("restarted %d replicas; want 8", restarts)
