@@ -258,7 +258,18 @@ func (s *eventStack) kill(name string) {
 // filter such as `outcome="issued"`) on a service's internal /metrics; a
 // metric that is not exposed is an error, not zero.
 func (s *eventStack) metric(name, metricName, label string) (float64, error) {
-	resp, err := http.Get("http://" + s.svcs[name].internal + "/metrics")
+	v, err := scrapeMetric(s.svcs[name].internal, metricName, label)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return v, nil
+}
+
+// scrapeMetric sums the samples of a Prometheus metric (name plus optional
+// label filter) on the /metrics of the internal address addr; a metric that
+// is not exposed is an error, not zero.
+func scrapeMetric(addr, metricName, label string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0, err
 	}
@@ -287,7 +298,7 @@ func (s *eventStack) metric(name, metricName, label string) (float64, error) {
 		return 0, err
 	}
 	if !found {
-		return 0, fmt.Errorf("%s has no metric %s{%s}", name, metricName, label)
+		return 0, fmt.Errorf("no metric %s{%s} at %s", metricName, label, addr)
 	}
 	return sum, nil
 }

@@ -38,7 +38,8 @@ type Config struct {
 	// the credential are revoked; > 0: a new credential is created, the
 	// old one expires after the grace and its tokens live until their exp).
 	RotationGrace time.Duration
-	// KVReplicas is used when creating the revocations bucket.
+	// KVReplicas is the replica count of the KV buckets the service
+	// creates or ensures (NATS_STREAM_REPLICAS, default 1).
 	KVReplicas int
 	// MaxDelegationDepth bounds delegation chains (hops, default 3).
 	MaxDelegationDepth int
@@ -121,6 +122,14 @@ func ConfigFromEnv(env *config.Env) Config {
 	}
 	if c.ClientCacheSize < 1 {
 		env.Fail("TOKEN_CLIENT_CACHE_SIZE: must be positive")
+	}
+	// The buckets this service creates (revocations) or ensures (the
+	// organisations' read model, which tier also ensures) take the same
+	// replica count as the streams (svcrun reads it too): left at 1, every
+	// token replica's start would shrink an R3 bucket to one replica.
+	c.KVReplicas = env.Int("NATS_STREAM_REPLICAS", 1)
+	if c.KVReplicas < 1 {
+		env.Fail("NATS_STREAM_REPLICAS: must be at least 1")
 	}
 	c.ClientAuth = clientAuthFromEnv(env)
 	return c

@@ -180,7 +180,7 @@ func (s *Service) Run(ctx context.Context) error {
 	usageDone := make(chan struct{})
 	go func() { defer close(usageDone); s.svc.RunUsageFlusher(ctx, 250*time.Millisecond) }()
 	defer func() { cancel(); <-usageDone }()
-	kv, err := natsbus.EnsureKV(ctx, s.d.JS, events.OrgsBucket, 0)
+	kv, err := natsbus.EnsureKV(ctx, s.d.JS, events.OrgsBucket, s.cfg.KVReplicas)
 	if err != nil {
 		return err
 	}

@@ -150,3 +150,30 @@ func TestConfigFromEnv(t *testing.T) {
 		t.Errorf("ConfigFromEnv() = grace %v, depth %d, err %v; want 90s, 2, nil", cfg.RotationGrace, cfg.MaxDelegationDepth, env.Err())
 	}
 }
+
+// TestKVReplicasFollowNATSStreamReplicas: the token service ensures the
+// revocations and organisations buckets at every start; with a replica
+// count other than the cluster's (it used to be always 1) each start of a
+// token replica shrank the R3 buckets tier and the gateway had created to
+// one replica, which the fault suite saw as a stream remapping and tier
+// writes timing out.
+func TestKVReplicasFollowNATSStreamReplicas(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{"TOKEN_SECRET_PEPPER": strings.Repeat("ab", 32), "TOKEN_KEY_ENCRYPTION_KEY": strings.Repeat("cd", 32)}
+	for _, tc := range []struct {
+		replicas string
+		want     int
+		wantErr  bool
+	}{{"", 1, false}, {"3", 3, false}, {"0", 0, true}} {
+		env := config.New(func(k string) string {
+			if k == "NATS_STREAM_REPLICAS" {
+				return tc.replicas
+			}
+			return base[k]
+		})
+		cfg := token.ConfigFromEnv(env)
+		if (env.Err() != nil) != tc.wantErr || !tc.wantErr && cfg.KVReplicas != tc.want {
+			t.Errorf("NATS_STREAM_REPLICAS=%q: KVReplicas = %d, err %v; want %d, error %v", tc.replicas, cfg.KVReplicas, env.Err(), tc.want, tc.wantErr)
+		}
+	}
+}
