@@ -231,6 +231,30 @@ end
 return v
 `)
 
+// KEYS[2] marks the id as applied; it expires with the counter.
+// ARGV[1] = n, ARGV[2] = expiry in unix milliseconds (0 = none).
+// Returns {1 if applied else 0, value}.
+var incrByOnceScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local cur = redis.call('GET', KEYS[1])
+  if cur and string.find(cur, '^%-?%d+$') == nil then
+    return redis.error_reply('ERR value is not an integer or out of range')
+  end
+  return {0, tonumber(cur) or 0}
+end
+local existed = redis.call('EXISTS', KEYS[1])
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if existed == 0 and tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+redis.call('SET', KEYS[2], '1')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {1, v}
+`)
+
 // ARGV[1] = limit, ARGV[2] = expiry in unix milliseconds (0 = none).
 // Returns {value, 1 if incremented else 0}.
 var reserveUpToScript = redis.NewScript(`
@@ -281,6 +305,21 @@ func (r *Redis) IncrBy(ctx context.Context, key string, n int64, expireAt time.T
 		return 0, counterErr("incrby", err)
 	}
 	return v, nil
+}
+
+func (r *Redis) IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error) {
+	var res []int64
+	err := r.do(func() (err error) {
+		res, err = incrByOnceScript.Run(ctx, r.client, []string{r.k(key), r.k(key) + ":once:" + id}, n, expireMillis(expireAt)).Int64Slice()
+		return err
+	})
+	if err != nil {
+		return false, 0, counterErr("incrbyonce", err)
+	}
+	if len(res) != 2 {
+		return false, 0, fmt.Errorf("cache: incrbyonce: unexpected reply %v", res)
+	}
+	return res[0] == 1, res[1], nil
 }
 
 func (r *Redis) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
