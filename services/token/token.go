@@ -81,6 +81,10 @@ func (c counters) ReserveUpTo(ctx context.Context, key string, n, limit int64, e
 	return c.c.ReserveUpTo(ctx, key, n, limit, expireAt)
 }
 
+func (c counters) IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error) {
+	return c.c.IncrByOnce(ctx, key, id, n, expireAt)
+}
+
 // New builds the service: it ensures the outbox table, loads (or creates)
 // the signing key and wires the adapters. d must carry DB, JS, NATS, Codec,
 // Registry and Logger; Cache may be nil (no usage counting, no daily limit).

@@ -32,6 +32,9 @@ type Counters interface {
 	// returns how much it added and the resulting value (the daily token
 	// limit is enforced from block reservations: libs/cache/quota).
 	ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error)
+	// IncrByOnce adds n to key unless the same id was applied before
+	// (idempotent add-backs: libs/cache/quota).
+	IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error)
 }
 
 // Publisher publishes events that have no database write behind them.

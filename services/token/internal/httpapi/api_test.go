@@ -34,6 +34,7 @@ type memCounters struct {
 	m        map[string]int64
 	v        map[string]string
 	reserves int // ReserveUpTo round trips
+	once     map[string]bool
 }
 
 func (c *memCounters) SetValue(_ context.Context, k, v string) error {
@@ -57,6 +58,20 @@ func (c *memCounters) ReserveUpTo(_ context.Context, k string, n, limit int64, _
 	g := max(min(n, limit-c.m[k]), 0)
 	c.m[k] += g
 	return g, c.m[k], nil
+}
+
+func (c *memCounters) IncrByOnce(_ context.Context, k, id string, n int64, _ time.Time) (bool, int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.once == nil {
+		c.once = map[string]bool{}
+	}
+	if c.once[k+"\x00"+id] {
+		return false, c.m[k], nil
+	}
+	c.once[k+"\x00"+id] = true
+	c.m[k] += n
+	return true, c.m[k], nil
 }
 
 type env struct {
