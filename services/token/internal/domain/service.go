@@ -77,9 +77,14 @@ type Settings struct {
 
 // Deps are what the domain service consumes.
 type Deps struct {
-	Store     Store
-	Keys      KeyStore
-	Counters  Counters
+	Store    Store
+	Keys     KeyStore
+	Counters Counters
+	// Replicas is the number of live token-service replicas; while the
+	// counters cannot be reached each admits only its share of what
+	// remained of an organisation's daily token limit (libs/cache/quota).
+	// nil counts 1.
+	Replicas  func() int
 	Orgs      *OrgModel
 	Publisher Publisher
 	Logger    *slog.Logger
@@ -115,6 +120,7 @@ type Service struct {
 	keys     KeyStore
 	counters Counters
 	quota    *quota.Reserver // over counters: the daily token limit
+	replicas func() int      // live replicas, for the outage share
 	usage    *usageBatcher
 	verified *verifiedCache // tokens already verified (introspection, exchange)
 	orgs     *OrgModel
@@ -171,6 +177,10 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 		delegationPolicy: d.Policy}
 	if d.Counters != nil {
 		s.quota = quota.New(d.Counters)
+	}
+	s.replicas = d.Replicas
+	if s.replicas == nil {
+		s.replicas = func() int { return 1 }
 	}
 	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err
