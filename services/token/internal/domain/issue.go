@@ -267,7 +267,11 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 	if err != nil {
 		s.cacheErrors.Inc()
 		allowed, _ = s.quota.TakeShare(key, limit, s.replicas(), midnight)
-		s.log.WarnContext(ctx, "count token usage; admitting this replica's share of the daily limit", "org", orgID, "allowed", allowed, "err", err)
+		// One line per 10 s, not one per token, while the outage lasts.
+		if sec := now.Unix(); sec-s.cacheLogAt.Load() >= 10 {
+			s.cacheLogAt.Store(sec)
+			s.log.WarnContext(ctx, "count token usage; admitting this replica's share of the daily limit", "org", orgID, "allowed", allowed, "err", err)
+		}
 	}
 	if !allowed {
 		return &OAuthError{Status: http.StatusTooManyRequests, Code: "invalid_request", Description: "daily token limit reached", RetryAfter: midnight.Sub(now)}

@@ -140,6 +140,7 @@ type Service struct {
 	issued      *prometheus.CounterVec
 	cacheErrors prometheus.Counter
 	failLogAt   atomic.Int64 // unix seconds of the last logged auth failure
+	cacheLogAt  atomic.Int64 // unix seconds of the last logged counter failure
 	failLogged  atomic.Int64
 	introspect  *prometheus.CounterVec
 	delegations *prometheus.CounterVec
