@@ -39,6 +39,13 @@ type Cache interface {
 	// new value; when the key is created it expires at expireAt (zero =
 	// never). An existing counter keeps its expiry.
 	IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error)
+	// IncrByOnce is IncrBy made idempotent by id: it adds n to the counter
+	// at key unless an IncrByOnce with the same key and id was applied
+	// before, and reports whether this call applied it and the value after
+	// it. A caller that retries an adjustment whose outcome it does not know
+	// (a timeout) with the same id therefore never adds it twice. The id is
+	// remembered as long as the counter lives.
+	IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (applied bool, value int64, err error)
 	// IncrUpTo atomically increments the counter by 1 only if the result
 	// stays <= limit; it returns the value after the call and whether the
 	// increment happened. Exactly `limit` calls succeed under any

@@ -42,6 +42,9 @@ type memEntry struct {
 	n     int64  // value when isNum
 	isNum bool
 	exp   time.Time // zero = never
+	// once holds the ids IncrByOnce applied to this counter; they live
+	// and expire with it.
+	once map[string]struct{}
 }
 
 var _ Cache = (*Memory)(nil)
@@ -227,6 +230,38 @@ func (m *Memory) counterOp(key string, expireAt time.Time, fn func(cur int64) (i
 func (m *Memory) IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error) {
 	v, _, err := m.counterOp(key, expireAt, func(cur int64) (int64, bool) { return cur + n, true })
 	return v, err
+}
+
+func (m *Memory) IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error) {
+	s := m.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := m.now()
+	e := s.live(key, now)
+	var cur int64
+	if e != nil {
+		v, err := e.int()
+		if err != nil {
+			return false, 0, fmt.Errorf("cache: key %q: %w", key, err)
+		}
+		if _, done := e.once[id]; done {
+			return false, v, nil
+		}
+		cur = v
+	}
+	if e == nil {
+		if !expireAt.IsZero() && !now.Before(expireAt) {
+			return true, cur + n, nil // expires immediately: never visible
+		}
+		e = &memEntry{exp: expireAt}
+		s.m[key] = e
+	}
+	if e.once == nil {
+		e.once = map[string]struct{}{}
+	}
+	e.once[id] = struct{}{}
+	e.isNum, e.n, e.b = true, cur+n, nil
+	return true, cur + n, nil
 }
 
 func (m *Memory) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {

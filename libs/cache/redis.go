@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/sony/gobreaker/v2"
 )
 
 // RedisOptions configures NewRedis.
@@ -22,13 +25,46 @@ type RedisOptions struct {
 	// Timeout overrides the read/write timeout (default 500ms; dial gets
 	// twice this), so a dead Redis fails fast.
 	Timeout time.Duration
+	// Breaker tunes the circuit breaker in front of every call.
+	Breaker BreakerOptions
+	// Logger receives one line when the breaker opens and one when it
+	// closes again (nil: discarded).
+	Logger *slog.Logger
+	// Registerer gets the agentidp_cache_breaker_state gauge (nil: none).
+	Registerer prometheus.Registerer
 }
 
+// BreakerOptions configures the Redis circuit breaker. Without it every
+// call during an outage waits for its own timeout (0.5–1.1 s with the
+// defaults); with it only the first few do, and the rest fail at once with
+// ErrCircuitOpen until a probe after CoolDown finds Redis back.
+type BreakerOptions struct {
+	// Failures is the number of consecutive failed calls that open the
+	// breaker (default 3).
+	Failures uint32
+	// CoolDown is how long the breaker stays open before one probe call
+	// is let through (default 1s).
+	CoolDown time.Duration
+}
+
+// ErrCircuitOpen is returned (wrapped) by every Redis call while the
+// breaker is open: the call was not sent, so it had no effect.
+var ErrCircuitOpen = errors.New("cache: redis unavailable, circuit open")
+
+// Breaker states as exported by agentidp_cache_breaker_state.
+const (
+	BreakerClosed   = 0
+	BreakerHalfOpen = 1
+	BreakerOpen     = 2
+)
+
 // Redis is the Cache backed by Redis (go-redis v9). Counter operations run as
-// Lua scripts (EVALSHA), so they are atomic.
+// Lua scripts (EVALSHA), so they are atomic. Every call goes through a
+// circuit breaker (BreakerOptions).
 type Redis struct {
-	client *redis.Client
-	prefix string
+	client  *redis.Client
+	prefix  string
+	breaker *gobreaker.CircuitBreaker[struct{}]
 }
 
 var _ Cache = (*Redis)(nil)
@@ -52,7 +88,85 @@ func NewRedis(opts RedisOptions) (*Redis, error) {
 	ro.WriteTimeout = timeout
 	ro.PoolTimeout = 2 * timeout
 	ro.MaxRetries = 1
-	return &Redis{client: redis.NewClient(ro), prefix: opts.Prefix}, nil
+	// go-redis dials up to 5 times, 100 ms apart, before failing a call:
+	// with a dead Redis that alone cost every call half a second. One
+	// attempt; the circuit breaker decides when to try again.
+	ro.DialerRetries = 1
+	r := &Redis{client: redis.NewClient(ro), prefix: opts.Prefix}
+	r.breaker = newBreaker(opts)
+	if opts.Registerer != nil {
+		g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "agentidp_cache_breaker_state",
+			Help: "State of the Redis circuit breaker: 0 closed, 1 half-open (probing), 2 open (calls fail fast).",
+		}, func() float64 { return float64(r.BreakerState()) })
+		if err := opts.Registerer.Register(g); err != nil {
+			return nil, fmt.Errorf("cache: register breaker metric: %w", err)
+		}
+	}
+	return r, nil
+}
+
+func newBreaker(opts RedisOptions) *gobreaker.CircuitBreaker[struct{}] {
+	failures := opts.Breaker.Failures
+	if failures == 0 {
+		failures = 3
+	}
+	coolDown := opts.Breaker.CoolDown
+	if coolDown <= 0 {
+		coolDown = time.Second
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "redis",
+		MaxRequests: 1,
+		Timeout:     coolDown,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		// Only an unreachable or timing-out Redis counts: an answer,
+		// even an error reply or a missing key, proves it is there.
+		IsSuccessful: func(err error) bool {
+			var reply redis.Error
+			return err == nil || errors.Is(err, redis.Nil) || errors.As(err, &reply)
+		},
+		// A caller that went away says nothing about Redis.
+		IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+		// One line when the outage starts and one when it ends; the
+		// half-open probes in between fail silently.
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			switch {
+			case to == gobreaker.StateOpen && from == gobreaker.StateClosed:
+				logger.Warn("redis circuit breaker open: cache calls fail fast until a probe succeeds",
+					"consecutive_failures", failures, "cool_down", coolDown.String())
+			case to == gobreaker.StateClosed:
+				logger.Info("redis circuit breaker closed: redis reachable again")
+			}
+		},
+	})
+}
+
+// BreakerState is the breaker's state: BreakerClosed, BreakerHalfOpen or
+// BreakerOpen.
+func (r *Redis) BreakerState() int {
+	switch r.breaker.State() {
+	case gobreaker.StateOpen:
+		return BreakerOpen
+	case gobreaker.StateHalfOpen:
+		return BreakerHalfOpen
+	default:
+		return BreakerClosed
+	}
+}
+
+// do runs one call through the breaker; an open breaker becomes
+// ErrCircuitOpen, any other error is returned as the call returned it.
+func (r *Redis) do(call func() error) error {
+	_, err := r.breaker.Execute(func() (struct{}, error) { return struct{}{}, call() })
+	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return ErrCircuitOpen
+	}
+	return err
 }
 
 // Client returns the underlying go-redis client (keys are NOT prefixed).
@@ -64,7 +178,8 @@ func (r *Redis) Prefix() string { return r.prefix }
 func (r *Redis) k(key string) string { return r.prefix + key }
 
 func (r *Redis) Get(ctx context.Context, key string) ([]byte, bool, error) {
-	b, err := r.client.Get(ctx, r.k(key)).Bytes()
+	var b []byte
+	err := r.do(func() (err error) { b, err = r.client.Get(ctx, r.k(key)).Bytes(); return err })
 	if errors.Is(err, redis.Nil) {
 		return nil, false, nil
 	}
@@ -78,7 +193,7 @@ func (r *Redis) Set(ctx context.Context, key string, value []byte, ttl time.Dura
 	if ttl < 0 {
 		return ErrNegativeTTL
 	}
-	if err := r.client.Set(ctx, r.k(key), value, ttl).Err(); err != nil {
+	if err := r.do(func() error { return r.client.Set(ctx, r.k(key), value, ttl).Err() }); err != nil {
 		return fmt.Errorf("cache: set: %w", err)
 	}
 	return nil
@@ -88,7 +203,8 @@ func (r *Redis) SetNX(ctx context.Context, key string, value []byte, ttl time.Du
 	if ttl < 0 {
 		return false, ErrNegativeTTL
 	}
-	ok, err := r.client.SetNX(ctx, r.k(key), value, ttl).Result()
+	var ok bool
+	err := r.do(func() (err error) { ok, err = r.client.SetNX(ctx, r.k(key), value, ttl).Result(); return err })
 	if err != nil {
 		return false, fmt.Errorf("cache: setnx: %w", err)
 	}
@@ -103,7 +219,7 @@ func (r *Redis) Delete(ctx context.Context, keys ...string) error {
 	for i, k := range keys {
 		pk[i] = r.k(k)
 	}
-	if err := r.client.Del(ctx, pk...).Err(); err != nil {
+	if err := r.do(func() error { return r.client.Del(ctx, pk...).Err() }); err != nil {
 		return fmt.Errorf("cache: delete: %w", err)
 	}
 	return nil
@@ -117,6 +233,30 @@ if existed == 0 and tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 end
 return v
+`)
+
+// KEYS[2] marks the id as applied; it expires with the counter.
+// ARGV[1] = n, ARGV[2] = expiry in unix milliseconds (0 = none).
+// Returns {1 if applied else 0, value}.
+var incrByOnceScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  local cur = redis.call('GET', KEYS[1])
+  if cur and string.find(cur, '^%-?%d+$') == nil then
+    return redis.error_reply('ERR value is not an integer or out of range')
+  end
+  return {0, tonumber(cur) or 0}
+end
+local existed = redis.call('EXISTS', KEYS[1])
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if existed == 0 and tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+redis.call('SET', KEYS[2], '1')
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {1, v}
 `)
 
 // ARGV[1] = limit, ARGV[2] = expiry in unix milliseconds (0 = none).
@@ -160,11 +300,30 @@ func counterErr(op string, err error) error {
 }
 
 func (r *Redis) IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error) {
-	v, err := incrByScript.Run(ctx, r.client, []string{r.k(key)}, n, expireMillis(expireAt)).Int64()
+	var v int64
+	err := r.do(func() (err error) {
+		v, err = incrByScript.Run(ctx, r.client, []string{r.k(key)}, n, expireMillis(expireAt)).Int64()
+		return err
+	})
 	if err != nil {
 		return 0, counterErr("incrby", err)
 	}
 	return v, nil
+}
+
+func (r *Redis) IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error) {
+	var res []int64
+	err := r.do(func() (err error) {
+		res, err = incrByOnceScript.Run(ctx, r.client, []string{r.k(key), r.k(key) + ":once:" + id}, n, expireMillis(expireAt)).Int64Slice()
+		return err
+	})
+	if err != nil {
+		return false, 0, counterErr("incrbyonce", err)
+	}
+	if len(res) != 2 {
+		return false, 0, fmt.Errorf("cache: incrbyonce: unexpected reply %v", res)
+	}
+	return res[0] == 1, res[1], nil
 }
 
 func (r *Redis) IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error) {
@@ -176,7 +335,11 @@ func (r *Redis) ReserveUpTo(ctx context.Context, key string, n, limit int64, exp
 	if n < 1 {
 		return 0, 0, fmt.Errorf("cache: reserveupto: n = %d, want >= 1", n)
 	}
-	res, err := reserveUpToScript.Run(ctx, r.client, []string{r.k(key)}, n, limit, expireMillis(expireAt)).Int64Slice()
+	var res []int64
+	err := r.do(func() (err error) {
+		res, err = reserveUpToScript.Run(ctx, r.client, []string{r.k(key)}, n, limit, expireMillis(expireAt)).Int64Slice()
+		return err
+	})
 	if err != nil {
 		return 0, 0, counterErr("reserveupto", err)
 	}
@@ -195,7 +358,8 @@ func (r *Redis) Counters(ctx context.Context, keys ...string) ([]int64, error) {
 	for i, k := range keys {
 		pk[i] = r.k(k)
 	}
-	vals, err := r.client.MGet(ctx, pk...).Result()
+	var vals []any
+	err := r.do(func() (err error) { vals, err = r.client.MGet(ctx, pk...).Result(); return err })
 	if err != nil {
 		return nil, fmt.Errorf("cache: counters: %w", err)
 	}
@@ -214,7 +378,7 @@ func (r *Redis) Counters(ctx context.Context, keys ...string) ([]int64, error) {
 }
 
 func (r *Redis) Ping(ctx context.Context) error {
-	if err := r.client.Ping(ctx).Err(); err != nil {
+	if err := r.do(func() error { return r.client.Ping(ctx).Err() }); err != nil {
 		return fmt.Errorf("cache: ping redis: %w", err)
 	}
 	return nil

@@ -162,7 +162,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 		logger.Info("database ready", "driver", cfg.Driver, "schema", dbSchema)
 	}
 	if spec.NeedsCache {
-		c, err := cache.NewRedis(cache.RedisOptions{URL: redisURL})
+		c, err := cache.NewRedis(cache.RedisOptions{URL: redisURL, Logger: logger, Registerer: reg})
 		if err != nil {
 			return fmt.Errorf("open redis: %w", err)
 		}

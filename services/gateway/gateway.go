@@ -23,6 +23,7 @@ import (
 	"github.com/agentidp/agentidp/libs/cache"
 	"github.com/agentidp/agentidp/libs/events"
 	"github.com/agentidp/agentidp/libs/httpx"
+	"github.com/agentidp/agentidp/libs/natsbus"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/gateway/internal/jwks"
 	"github.com/agentidp/agentidp/services/gateway/internal/natskv"
@@ -59,11 +60,12 @@ type Gateway struct {
 	revocations *natskv.Revocations
 	// stale checks tokens with the token service while the revocation
 	// state is older than cfg.RevocationMaxStaleness.
-	stale   *staleGuard
-	policy  *opa.Engine
-	limiter *usageLimiter
-	metrics *metrics
-	now     func() time.Time
+	stale    *staleGuard
+	policy   *opa.Engine
+	limiter  *usageLimiter
+	replicas *natsbus.Replicas // live gateway replicas, for the outage share
+	metrics  *metrics
+	now      func() time.Time
 
 	unmatched routeCounters
 	closers   []func()
@@ -199,12 +201,19 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Gateway, error) {
 	})
 
 	shared := Counter(d.Cache)
-	mem := cache.NewMemory(cache.MemoryOptions{})
-	g.closers = append(g.closers, func() { _ = mem.Close() })
 	if d.Cache == nil {
+		mem := cache.NewMemory(cache.MemoryOptions{})
+		g.closers = append(g.closers, func() { _ = mem.Close() })
 		shared = mem
 	}
-	g.limiter = newUsageLimiter(shared, mem, g.metrics.fallback, logger)
+	// Heartbeats tell each replica how many share the daily limits while
+	// Redis is away.
+	if g.replicas, err = natsbus.OpenReplicas(ctx, d.JS, natsbus.ReplicasOptions{
+		Service: "gateway", Replicas: cfg.KVReplicas, Logger: logger,
+	}); err != nil {
+		return nil, err
+	}
+	g.limiter = newUsageLimiter(shared, g.replicas.Live, g.metrics.fallback, logger)
 	return g, nil
 }
 
@@ -222,7 +231,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		g.keys.Run(ctx, g.cfg.JWKSRefresh, time.Second)
@@ -230,6 +239,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		g.watchFreshness(ctx, 100*time.Millisecond)
+	}()
+	go func() {
+		defer wg.Done()
+		g.replicas.Run(ctx)
 	}()
 	go func() {
 		defer wg.Done()

@@ -408,9 +408,11 @@ func TestTierLimitFallbackWhenRedisIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, envOptions{cache: c})
-	e.putOrg(t, "org-1", "active", 2)
+	e.putOrg(t, "org-1", "active", 20)
 	e.putOrg(t, "org-unlimited", "active", -1)
 	tok := e.issuer.token(t, claims("org-1", "agents:read"))
+	// Redis was never reached, so nothing is known of org-1's count: the
+	// one replica admits limit / (1 × quota.UnknownShareDivisor) = 2.
 	for i, want := range []int{200, 200, 429, 429} {
 		if r := e.do(t, "GET", "/api/v1/agents", tok, nil); r.status != want {
 			t.Errorf("call %d: Got(status) = %d %s; want %d", i+1, r.status, r.body, want)
@@ -421,15 +423,12 @@ func TestTierLimitFallbackWhenRedisIsDown(t *testing.T) {
 		t.Errorf("Got(unlimited org) = %d, RateLimit-Limit %q; want 200 without RateLimit headers", r.status, r.header.Get("RateLimit-Limit"))
 	}
 	// The four limited calls fell back at once; the unlimited one is
-	// batched and falls back when the batch is flushed (which a loaded
-	// machine may already have done).
-	if got := testutil.ToFloat64(e.gw.metrics.fallback); got != 4 && got != 5 {
-		t.Errorf("Got(agentidp_gateway_tier_fallback_total) = %v; want 4 (5 once the batch is flushed)", got)
-	}
+	// batched, and every flush that cannot add the batch counts once more
+	// (the batch is kept for the next flush, not lost).
 	deadline := time.Now().Add(3 * time.Second)
 	for testutil.ToFloat64(e.gw.metrics.fallback) < 5 {
 		if time.Now().After(deadline) {
-			t.Fatalf("Got(agentidp_gateway_tier_fallback_total) = %v; want 5 after the flush", testutil.ToFloat64(e.gw.metrics.fallback))
+			t.Fatalf("Got(agentidp_gateway_tier_fallback_total) = %v; want >= 5 after the flush", testutil.ToFloat64(e.gw.metrics.fallback))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"service"}),
 		fallback: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "agentidp_gateway_tier_fallback_total",
-			Help: "Daily call counts taken from the in-process counter because the shared cache failed.",
+			Help: "Calls decided by this replica's outage share of the daily limit (and usage batches kept for later) because the shared cache failed.",
 		}),
 		breaker: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentidp_gateway_upstream_breaker_state",

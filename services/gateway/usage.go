@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -17,14 +16,13 @@ import (
 // Counter is the part of the shared cache the daily call limit needs;
 // cache.Cache (Redis or in-process) satisfies it.
 type Counter interface {
-	// IncrUpTo increments key unless that would exceed limit, atomically,
-	// setting its expiry to expireAt, and returns the resulting value.
-	IncrUpTo(ctx context.Context, key string, limit int64, expireAt time.Time) (int64, bool, error)
 	// IncrBy adds n to key, setting its expiry to expireAt.
 	IncrBy(ctx context.Context, key string, n int64, expireAt time.Time) (int64, error)
 	// ReserveUpTo adds as much of n as fits under limit, atomically, and
 	// returns how much it added and the resulting value.
 	ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error)
+	// IncrByOnce adds n to key unless the same id was applied before.
+	IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error)
 }
 
 // usageLimiter enforces an organisation's daily call limit with one atomic
@@ -32,32 +30,37 @@ type Counter interface {
 // Calls of limited organisations are admitted from block reservations on
 // that counter (libs/cache/quota): a round trip per block instead of per
 // call, and never more than the limit across replicas.
+//
+// While the shared counter cannot be reached (the Redis client's circuit
+// breaker makes that cost nothing per call), a replica admits only its
+// share of what remained, (limit − the count it last saw) / live gateway
+// replicas, and adds what it admitted back to the counter when it returns:
+// the replicas together stay within the limit plus the bound stated in
+// docs/operations.md, instead of each counting from zero.
 type usageLimiter struct {
 	shared   Counter
 	reserved *quota.Reserver // over shared
-	fallback Counter         // in-process; used when shared fails, so limits hold
+	replicas func() int      // live gateway replicas (heartbeats), at least 1
 	metric   prometheus.Counter
 	logger   *slog.Logger
 	lastLog  atomic.Int64 // unix nanos of the last fallback log line
-	// downUntil (unix nanos) skips the shared cache for a moment after it
-	// failed, so an outage does not add a timeout to every request.
-	downUntil atomic.Int64
-	day       atomic.Pointer[utcDay]
+	day      atomic.Pointer[utcDay]
 
 	// Calls of unlimited organisations are only counted for usage, so
 	// they are summed here and added to the shared counter in one INCRBY
 	// per organisation every flush interval: no cache round trip on their
-	// requests.
+	// requests. A batch that cannot be added stays here for the next.
 	mu      sync.Mutex
 	pending map[string]pendingCalls
 }
 
-func newUsageLimiter(shared, fallback Counter, metric prometheus.Counter, logger *slog.Logger) *usageLimiter {
-	l := &usageLimiter{shared: shared, fallback: fallback, metric: metric, logger: logger}
-	if shared != nil {
-		l.reserved = quota.New(shared)
+// newUsageLimiter returns a limiter over shared; replicas (nil = 1) tells
+// how many gateway replicas share the limit during an outage.
+func newUsageLimiter(shared Counter, replicas func() int, metric prometheus.Counter, logger *slog.Logger) *usageLimiter {
+	if replicas == nil {
+		replicas = func() int { return 1 }
 	}
-	return l
+	return &usageLimiter{shared: shared, reserved: quota.New(shared), replicas: replicas, metric: metric, logger: logger}
 }
 
 type pendingCalls struct {
@@ -65,29 +68,30 @@ type pendingCalls struct {
 	expireAt time.Time
 }
 
-// flush adds the batched counts of unlimited organisations to the shared
-// counter (or the in-process one while the shared cache is down).
+// flush gives unused reservations back, adds back what an outage admitted,
+// and adds the batched counts of unlimited organisations to the shared
+// counter.
 func (l *usageLimiter) flush(ctx context.Context) {
 	l.mu.Lock()
 	batch := l.pending
 	l.pending = nil
 	l.mu.Unlock()
-	// Unused reservations go back to the shared counter; one that cannot
-	// be given back stays counted until midnight.
-	if l.reserved != nil {
-		if err := l.reserved.Release(ctx); err != nil {
-			l.logger.Warn("give back unused call reservations; they stay counted until midnight", "err", err)
-		}
+	if err := l.reserved.Release(ctx); err != nil {
+		l.logFallback(err)
 	}
 	for key, p := range batch {
-		err := errSkipped
-		if l.shared != nil && time.Now().UnixNano() >= l.downUntil.Load() {
-			if _, err = l.shared.IncrBy(ctx, key, p.n, p.expireAt); err == nil {
-				continue
+		if _, err := l.shared.IncrBy(ctx, key, p.n, p.expireAt); err != nil {
+			l.fellBack(err)
+			l.mu.Lock()
+			if l.pending == nil {
+				l.pending = map[string]pendingCalls{}
 			}
+			q := l.pending[key]
+			q.n += p.n
+			q.expireAt = p.expireAt
+			l.pending[key] = q
+			l.mu.Unlock()
 		}
-		l.fellBack(err)
-		_, _ = l.fallback.IncrBy(ctx, key, p.n, p.expireAt)
 	}
 }
 
@@ -141,10 +145,6 @@ func (l *usageLimiter) take(ctx context.Context, org string, limit int64, now ti
 	d := l.today(now)
 	key := "usage:calls:" + org + ":" + d.stamp
 	u := usage{limit: limit, reset: d.midnight.Sub(now)}
-	shared := l.shared
-	if time.Now().UnixNano() < l.downUntil.Load() {
-		shared = nil
-	}
 	if limit < 0 {
 		u.allowed, u.unlimited = true, true
 		l.mu.Lock()
@@ -158,43 +158,30 @@ func (l *usageLimiter) take(ctx context.Context, org string, limit int64, now ti
 		l.mu.Unlock()
 		return u
 	}
-	err := errSkipped
-	if shared != nil {
-		if u.allowed, u.remaining, err = l.reserved.Take(ctx, key, limit, d.midnight); err == nil {
-			return u
-		}
-		if ctx.Err() != nil {
-			return u // the caller is gone
-		}
-	}
-	l.fellBack(err)
-	// The in-process counter cannot fail in practice; if it ever did,
-	// refusing is the safe side.
-	v, ok, err := l.fallback.IncrUpTo(ctx, key, limit, d.midnight)
-	if err != nil {
+	var err error
+	if u.allowed, u.remaining, err = l.reserved.Take(ctx, key, limit, d.midnight); err == nil {
 		return u
 	}
-	u.allowed = ok
-	u.remaining = max(limit-v, 0)
+	if ctx.Err() != nil {
+		return u // the caller is gone
+	}
+	l.fellBack(err)
+	u.allowed, u.remaining = l.reserved.TakeShare(key, limit, l.replicas(), d.midnight)
 	return u
 }
 
-// errSkipped marks a call not sent to the shared cache because it failed
-// recently.
-var errSkipped = errors.New("shared cache failed recently")
-
-// sharedRetry is how long the shared cache is skipped after a failure.
-const sharedRetry = time.Second
-
+// fellBack counts a call or batch counted without the shared cache, and
+// logs it at most every 10 s.
 func (l *usageLimiter) fellBack(err error) {
 	l.metric.Inc()
+	l.logFallback(err)
+}
+
+func (l *usageLimiter) logFallback(err error) {
 	now := time.Now().UnixNano()
-	if err != errSkipped && !errors.Is(err, quota.ErrReservationFailed) {
-		l.downUntil.Store(now + int64(sharedRetry))
-	}
 	last := l.lastLog.Load()
 	if now-last >= int64(10*time.Second) && l.lastLog.CompareAndSwap(last, now) {
-		l.logger.Warn("shared cache failed; counting calls in process", "err", err)
+		l.logger.Warn("shared cache failed; admitting this replica's share of the daily limits", "replicas", l.replicas(), "err", err)
 	}
 }
 

@@ -24,7 +24,7 @@ func (c *countingCounter) ReserveUpTo(ctx context.Context, key string, n, limit 
 }
 
 func newTestLimiter(shared Counter) *usageLimiter {
-	return newUsageLimiter(shared, cache.NewMemory(cache.MemoryOptions{}),
+	return newUsageLimiter(shared, nil,
 		prometheus.NewCounter(prometheus.CounterOpts{Name: "fallback_total"}), slog.New(slog.DiscardHandler))
 }
 

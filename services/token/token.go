@@ -62,6 +62,8 @@ type Service struct {
 	cfg     Config
 	revs    *revocationMirror
 	revsOK  atomic.Bool
+	// replicas counts the live token replicas (nil without a cache).
+	replicas *natsbus.Replicas
 }
 
 var _ svcrun.Service = (*Service)(nil)
@@ -79,6 +81,10 @@ func (c counters) IncrBy(ctx context.Context, key string, n int64, expireAt time
 
 func (c counters) ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error) {
 	return c.c.ReserveUpTo(ctx, key, n, limit, expireAt)
+}
+
+func (c counters) IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error) {
+	return c.c.IncrByOnce(ctx, key, id, n, expireAt)
 }
 
 // New builds the service: it ensures the outbox table, loads (or creates)
@@ -111,6 +117,18 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 	var ctr domain.Counters
 	if d.Cache != nil {
 		ctr = counters{d.Cache}
+		// Heartbeats tell each replica how many share the daily token
+		// limits while Redis is away.
+		if s.replicas, err = natsbus.OpenReplicas(ctx, d.JS, natsbus.ReplicasOptions{
+			Service: Name, Replicas: cfg.KVReplicas, Logger: d.Logger,
+		}); err != nil {
+			s.async.Close()
+			return nil, fmt.Errorf("token: %w", err)
+		}
+	}
+	replicas := func() int { return 1 }
+	if s.replicas != nil {
+		replicas = s.replicas.Live
 	}
 	s.svc, err = domain.NewService(ctx, domain.Settings{
 		Issuer: cfg.Issuer, Audience: cfg.Audience, TokenTTL: cfg.TokenTTL, Alg: cfg.SigningAlg,
@@ -120,7 +138,7 @@ func New(ctx context.Context, cfg Config, d *svcrun.Deps) (*Service, error) {
 		JWKSAllowInsecure: cfg.ClientAuth.JWKSAllowInsecure, ClientJWKSRefreshInterval: cfg.ClientAuth.JWKSRefreshInterval,
 		AuthThrottle: cfg.ClientAuth.AuthThrottle,
 	}, domain.Deps{Replay: replayCache(d), Federation: federationClient(cfg, d),
-		Failures: failureCounter(d), AnnounceBlock: announceBlock(d.NATS, d.Logger), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Orgs: s.orgs, Publisher: s.async,
+		Failures: failureCounter(d), AnnounceBlock: announceBlock(d.NATS, d.Logger), Policy: policy, Mirror: mirror, Store: store, Ring: ring, Counters: ctr, Replicas: replicas, Orgs: s.orgs, Publisher: s.async,
 		Logger: d.Logger, Registry: d.Registry, Notify: s.relay.Notify,
 		RevocationsStale: func() bool { return s.revs.stale() }})
 	if err != nil {
@@ -179,6 +197,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	usageDone := make(chan struct{})
 	go func() { defer close(usageDone); s.svc.RunUsageFlusher(ctx, 250*time.Millisecond) }()
+	if s.replicas != nil {
+		go s.replicas.Run(ctx)
+	}
 	defer func() { cancel(); <-usageDone }()
 	kv, err := natsbus.EnsureKV(ctx, s.d.JS, events.OrgsBucket, s.cfg.KVReplicas)
 	if err != nil {

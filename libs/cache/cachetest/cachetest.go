@@ -36,6 +36,7 @@ func Run(t *testing.T, newCache func(t *testing.T) cache.Cache) {
 		{"Delete", testDelete},
 		{"IncrBy", testIncrBy},
 		{"IncrByExpiry", testIncrByExpiry},
+		{"IncrByOnce", testIncrByOnce},
 		{"IncrUpTo", testIncrUpTo},
 		{"IncrUpToConcurrent", testIncrUpToConcurrent},
 		{"IncrUpToExpiry", testIncrUpToExpiry},
@@ -504,4 +505,51 @@ func BenchIncrUpTo(b *testing.B, c cache.Cache) {
 			}
 		}
 	})
+}
+
+func testIncrByOnce(t *testing.T, c cache.Cache) {
+	exp := time.Now().Add(time.Hour)
+	steps := []struct {
+		id          string
+		n           int64
+		wantApplied bool
+		want        int64
+	}{
+		{"a", 5, true, 5},
+		{"a", 5, false, 5}, // a retry of "a": not added twice
+		{"b", -2, true, 3},
+		{"a", 7, false, 3},
+	}
+	for _, s := range steps {
+		applied, v, err := c.IncrByOnce(ctx, "once", s.id, s.n, exp)
+		if err != nil || applied != s.wantApplied || v != s.want {
+			t.Fatalf("IncrByOnce(%q, %d) = %v, %d, %v; want %v, %d", s.id, s.n, applied, v, err, s.wantApplied, s.want)
+		}
+	}
+	if got, err := c.IncrBy(ctx, "once", 1, exp); err != nil || got != 4 {
+		t.Fatalf("IncrBy after IncrByOnce = %d, %v; want 4", got, err)
+	}
+	var wg sync.WaitGroup
+	var applied atomic.Int64
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, _, err := c.IncrByOnce(ctx, "once-conc", "same", 3, exp)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				applied.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if got, err := c.Counters(ctx, "once-conc"); err != nil || got[0] != 3 || applied.Load() != 1 {
+		t.Fatalf("20 concurrent IncrByOnce with one id: counter %v %v, applied %d; want [3], 1", got, err, applied.Load())
+	}
+	must(t, c.Set(ctx, "once-text", []byte("x"), 0))
+	if _, _, err := c.IncrByOnce(ctx, "once-text", "a", 1, exp); !errors.Is(err, cache.ErrNotInteger) {
+		t.Fatalf("IncrByOnce on text = %v; want ErrNotInteger", err)
+	}
 }

@@ -20,6 +20,7 @@ type countingCounter struct {
 	delay           time.Duration
 	fail            atomic.Bool
 	reserves, incrs atomic.Int64
+	lostReply       atomic.Bool // the next IncrByOnce applies but reports a failure
 }
 
 var errDown = errors.New("counter down")
@@ -324,5 +325,142 @@ func TestReservationOutlivesItsCaller(t *testing.T) {
 	}
 	if !<-waiter {
 		t.Fatal("waiter refused after the reserving caller went away")
+	}
+}
+
+func (c *countingCounter) IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error) {
+	c.incrs.Add(1)
+	if c.fail.Load() {
+		return false, 0, errDown
+	}
+	applied, v, err := c.Memory.IncrByOnce(ctx, key, id, n, expireAt)
+	if c.lostReply.CompareAndSwap(true, false) {
+		return false, 0, errDown // applied, but the caller cannot know
+	}
+	return applied, v, err
+}
+
+// takeOrShare is what a limiter does: the shared counter, or this
+// replica's outage share when the counter cannot be reached.
+func takeOrShare(r *quota.Reserver, key string, limit int64, replicas int) bool {
+	ok, _, err := r.Take(ctx, key, limit, tomorrow)
+	if err != nil {
+		ok, _ = r.TakeShare(key, limit, replicas, tomorrow)
+	}
+	return ok
+}
+
+// Replicas cut from the shared counter must not each count from zero: they
+// admit only their share of what remained, and add it back afterwards.
+func TestAttackOutageDoesNotMultiplyTheLimit(t *testing.T) {
+	t.Parallel()
+	c := newCounter(0)
+	const limit, before, n = 1000, 600, 3
+	rs := []*quota.Reserver{quota.New(c), quota.New(c), quota.New(c)}
+	admitted := 0
+	for i := range before {
+		if takeOrShare(rs[i%n], "k", limit, n) {
+			admitted++
+		}
+	}
+	if admitted != before {
+		t.Fatalf("admitted before the cut = %d; want %d", admitted, before)
+	}
+	// Every unit counted at the cut is admitted (reservations left unused
+	// at the cut are still used), plus each replica's share: (limit − the
+	// count it last saw) / n, rounded down.
+	cut := c.value(t, "k")
+	want, bound := cut, int64(0)
+	for _, r := range rs {
+		seen, ok := r.Seen("k")
+		if !ok {
+			t.Fatal("a replica that reserved has no count seen")
+		}
+		want += (limit - seen) / n
+		bound += cut - seen
+	}
+	bound /= n // the documented bound: the average lag of the replicas' views
+	c.fail.Store(true)
+	for i := range 10 * limit {
+		if takeOrShare(rs[i%n], "k", limit, n) {
+			admitted++
+		}
+	}
+	if int64(admitted) != want {
+		t.Fatalf("admitted with the counter down = %d; want %d", admitted, want)
+	}
+	if int64(admitted) > limit+bound {
+		t.Fatalf("admitted = %d; want <= limit + bound = %d", admitted, limit+bound)
+	}
+	// Without the share each replica would count from zero: 600 + 3×1000.
+	if admitted > limit+quota.MaxBlock {
+		t.Fatalf("admitted = %d; want <= %d", admitted, limit+quota.MaxBlock)
+	}
+	c.fail.Store(false)
+	for _, r := range rs {
+		if err := r.Release(ctx); err != nil {
+			t.Fatalf("Release after the outage: %v", err)
+		}
+		if got := r.Owed(); got != 0 {
+			t.Fatalf("Owed() after Release = %d; want 0", got)
+		}
+	}
+	if got := c.value(t, "k"); got != int64(admitted) {
+		t.Fatalf("shared counter after the outage = %d; want %d (every admitted unit)", got, admitted)
+	}
+}
+
+// A replica that never saw the counter (first call of the day during the
+// outage, or a replica started during it) must not count from zero either:
+// it admits limit / (replicas × UnknownShareDivisor).
+func TestAttackOutageWithNothingKnownAdmitsOnlyAConservativeShare(t *testing.T) {
+	t.Parallel()
+	c := newCounter(0)
+	c.fail.Store(true)
+	const limit, n = 1000, 3
+	r := quota.New(c)
+	admitted := 0
+	for range limit {
+		if takeOrShare(r, "fresh", limit, n) {
+			admitted++
+		}
+	}
+	if want := limit / (n * quota.UnknownShareDivisor); admitted != want {
+		t.Fatalf("admitted with nothing known = %d; want %d", admitted, want)
+	}
+}
+
+// An add-back whose reply was lost (applied, but reported as failed) is
+// retried with the same id: the counter must not count it twice.
+func TestAttackAddBackRetryIsNotCountedTwice(t *testing.T) {
+	t.Parallel()
+	c := newCounter(0)
+	const limit, n = 1000, 1
+	r := quota.New(c)
+	if !takeOrShare(r, "k", limit, n) {
+		t.Fatal("first unit refused")
+	}
+	if err := r.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.fail.Store(true)
+	for range 10 {
+		if !takeOrShare(r, "k", limit, n) {
+			t.Fatal("unit refused within the outage share")
+		}
+	}
+	c.fail.Store(false)
+	c.lostReply.Store(true)
+	if err := r.Release(ctx); !errors.Is(err, errDown) {
+		t.Fatalf("Release with a lost reply = %v; want %v", err, errDown)
+	}
+	if err := r.Release(ctx); err != nil {
+		t.Fatalf("Release retry = %v", err)
+	}
+	if got := c.value(t, "k"); got != 11 {
+		t.Fatalf("shared counter = %d; want 11 (1 before, 10 during the outage, added once)", got)
+	}
+	if got := r.Owed(); got != 0 {
+		t.Fatalf("Owed() = %d; want 0", got)
 	}
 }

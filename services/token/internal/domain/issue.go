@@ -247,8 +247,10 @@ func (s *Service) IssueToken(ctx context.Context, req TokenRequest) (TokenRespon
 	return TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: int64(s.cfg.TokenTTL / time.Second), Scope: scope}, nil
 }
 
-// countToken enforces the org's daily token limit. A cache failure lets
-// the token through (logged and counted) rather than taking issuance down.
+// countToken enforces the org's daily token limit. While the counters
+// cannot be reached, this replica admits its share of what remained
+// (quota.Reserver.TakeShare) and adds it back when they return: the limit
+// holds across replicas instead of each letting every token through.
 func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *OAuthError {
 	if s.counters == nil {
 		return nil
@@ -264,8 +266,12 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 	allowed, _, err := s.quota.Take(ctx, key, limit, midnight)
 	if err != nil {
 		s.cacheErrors.Inc()
-		s.log.WarnContext(ctx, "count token usage; allowing", "org", orgID, "err", err)
-		return nil
+		allowed, _ = s.quota.TakeShare(key, limit, s.replicas(), midnight)
+		// One line per 10 s, not one per token, while the outage lasts.
+		if sec := now.Unix(); sec-s.cacheLogAt.Load() >= 10 {
+			s.cacheLogAt.Store(sec)
+			s.log.WarnContext(ctx, "count token usage; admitting this replica's share of the daily limit", "org", orgID, "allowed", allowed, "err", err)
+		}
 	}
 	if !allowed {
 		return &OAuthError{Status: http.StatusTooManyRequests, Code: "invalid_request", Description: "daily token limit reached", RetryAfter: midnight.Sub(now)}

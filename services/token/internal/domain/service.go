@@ -33,6 +33,9 @@ type Counters interface {
 	// returns how much it added and the resulting value (the daily token
 	// limit is enforced from block reservations: libs/cache/quota).
 	ReserveUpTo(ctx context.Context, key string, n, limit int64, expireAt time.Time) (int64, int64, error)
+	// IncrByOnce adds n to key unless the same id was applied before
+	// (idempotent add-backs: libs/cache/quota).
+	IncrByOnce(ctx context.Context, key, id string, n int64, expireAt time.Time) (bool, int64, error)
 }
 
 // Publisher publishes events that have no database write behind them.
@@ -75,9 +78,14 @@ type Settings struct {
 
 // Deps are what the domain service consumes.
 type Deps struct {
-	Store     Store
-	Keys      KeyStore
-	Counters  Counters
+	Store    Store
+	Keys     KeyStore
+	Counters Counters
+	// Replicas is the number of live token-service replicas; while the
+	// counters cannot be reached each admits only its share of what
+	// remained of an organisation's daily token limit (libs/cache/quota).
+	// nil counts 1.
+	Replicas  func() int
 	Orgs      *OrgModel
 	Publisher Publisher
 	Logger    *slog.Logger
@@ -118,6 +126,7 @@ type Service struct {
 	keys     KeyStore
 	counters Counters
 	quota    *quota.Reserver // over counters: the daily token limit
+	replicas func() int      // live replicas, for the outage share
 	usage    *usageBatcher
 	verified *verifiedCache // tokens already verified (introspection, exchange)
 	orgs     *OrgModel
@@ -143,6 +152,7 @@ type Service struct {
 	issued      *prometheus.CounterVec
 	cacheErrors prometheus.Counter
 	failLogAt   atomic.Int64 // unix seconds of the last logged auth failure
+	cacheLogAt  atomic.Int64 // unix seconds of the last logged counter failure
 	failLogged  atomic.Int64
 	introspect  *prometheus.CounterVec
 	delegations *prometheus.CounterVec
@@ -180,6 +190,10 @@ func NewService(ctx context.Context, cfg Settings, d Deps) (*Service, error) {
 		delegationPolicy: d.Policy, revStale: d.RevocationsStale}
 	if d.Counters != nil {
 		s.quota = quota.New(d.Counters)
+	}
+	s.replicas = d.Replicas
+	if s.replicas == nil {
+		s.replicas = func() int { return 1 }
 	}
 	if err := s.initKeys(ctx, d); err != nil {
 		return nil, err

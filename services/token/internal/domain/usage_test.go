@@ -22,6 +22,9 @@ func (f *flakyCounters) IncrBy(_ context.Context, key string, n int64, _ time.Ti
 func (f *flakyCounters) ReserveUpTo(context.Context, string, int64, int64, time.Time) (int64, int64, error) {
 	return 0, 0, errors.New("not used")
 }
+func (f *flakyCounters) IncrByOnce(context.Context, string, string, int64, time.Time) (bool, int64, error) {
+	return false, 0, errors.New("not used")
+}
 func (f *flakyCounters) SetValue(context.Context, string, string) error { return nil }
 
 func TestUsageBatcherKeepsCountsUntilTheyLand(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -34,7 +35,11 @@ type memCounters struct {
 	m        map[string]int64
 	v        map[string]string
 	reserves int // ReserveUpTo round trips
+	once     map[string]bool
+	down     bool // every call fails, as with Redis away
 }
+
+var errCountersDown = errors.New("counters unreachable")
 
 func (c *memCounters) SetValue(_ context.Context, k, v string) error {
 	c.mu.Lock()
@@ -46,6 +51,9 @@ func (c *memCounters) SetValue(_ context.Context, k, v string) error {
 func (c *memCounters) IncrBy(_ context.Context, k string, n int64, _ time.Time) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.down {
+		return 0, errCountersDown
+	}
 	c.m[k] += n
 	return c.m[k], nil
 }
@@ -53,10 +61,30 @@ func (c *memCounters) IncrBy(_ context.Context, k string, n int64, _ time.Time) 
 func (c *memCounters) ReserveUpTo(_ context.Context, k string, n, limit int64, _ time.Time) (int64, int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.down {
+		return 0, 0, errCountersDown
+	}
 	c.reserves++
 	g := max(min(n, limit-c.m[k]), 0)
 	c.m[k] += g
 	return g, c.m[k], nil
+}
+
+func (c *memCounters) IncrByOnce(_ context.Context, k, id string, n int64, _ time.Time) (bool, int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return false, 0, errCountersDown
+	}
+	if c.once == nil {
+		c.once = map[string]bool{}
+	}
+	if c.once[k+"\x00"+id] {
+		return false, c.m[k], nil
+	}
+	c.once[k+"\x00"+id] = true
+	c.m[k] += n
+	return true, c.m[k], nil
 }
 
 type env struct {

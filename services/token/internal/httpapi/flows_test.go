@@ -260,6 +260,67 @@ func TestTokenLimitIsCountedInReservations(t *testing.T) {
 	}
 }
 
+// With the shared counters unreachable, the token service used to let
+// every token through. Now a replica admits its share of what remained of
+// the daily token limit (with one replica: all of it, and no more) and adds
+// what it admitted back when the counters return.
+func TestAttackTokenLimitHoldsWhileCountersAreDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const limit = 40
+	raw, _ := json.Marshal(events.OrgData{OrganizationID: "org-d", Status: "active", Limits: events.Limits{MaxAgents: -1, MaxTokensPerDay: limit}})
+	e.svc.Orgs().Apply("org-d", raw)
+	a := e.createAgent(t, "org-d", "a@example.com", "")
+	cred := e.createCredential(t, "org-d", a.AgentID, "{}")
+	issued := 0
+	for range 10 {
+		if rec := e.token(t, tokenReq{id: a.AgentID, secret: cred.ClientSecret}); rec.Code != 200 {
+			t.Fatalf("token before the outage = %d %s; want 200", rec.Code, rec.Body)
+		}
+		issued++
+	}
+	e.counters.mu.Lock()
+	e.counters.down = true
+	e.counters.mu.Unlock()
+	for range 2 * limit {
+		rec := e.token(t, tokenReq{id: a.AgentID, secret: cred.ClientSecret})
+		switch rec.Code {
+		case 200:
+			issued++
+		case 429:
+		default:
+			t.Fatalf("token during the outage = %d %s; want 200 or 429", rec.Code, rec.Body)
+		}
+	}
+	if issued != limit {
+		t.Fatalf("tokens issued with the counters down = %d; want %d (the limit, one replica)", issued, limit)
+	}
+	e.counters.mu.Lock()
+	e.counters.down = false
+	e.counters.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); e.svc.RunUsageFlusher(ctx, 10*time.Millisecond) }()
+	defer func() { cancel(); <-done }()
+	key := "usage:tokens:org-d:" + time.Now().UTC().Format("20060102")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.counters.mu.Lock()
+		got := e.counters.m[key]
+		e.counters.mu.Unlock()
+		if got == limit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shared token count after the outage = %d; want %d (every token issued)", got, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if rec := e.token(t, tokenReq{id: a.AgentID, secret: cred.ClientSecret}); rec.Code != 429 {
+		t.Fatalf("token past the limit after the outage = %d %s; want 429", rec.Code, rec.Body)
+	}
+}
+
 func TestAgentLimitAndEvents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
