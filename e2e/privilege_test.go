@@ -97,3 +97,63 @@ func TestPrivilegeAgentsWriteCannotBecomePlatformAdmin(t *testing.T) {
 	_, r = c.token(xID, xSecret, "tokens:read")
 	c.mustStatus(r, http.StatusBadRequest, "x asks for the removed scope")
 }
+
+// TestPrivilegeOperatorRevokesAnotherOrganisationsToken: through the
+// gateway, the platform operator's RFC 7009 revocation of a token of
+// another organisation takes effect (it may manage that organisation's
+// agents, so it may revoke their tokens), while the same request from an
+// ordinary agent answers 200 and changes nothing, as RFC 7009 §2.2 has it.
+func TestPrivilegeOperatorRevokesAnotherOrganisationsToken(t *testing.T) {
+	dev := startDev(t, nil)
+	c := dev.c
+	admin, r := c.token(dev.adminID, dev.adminSecret, "admin:orgs agents:read agents:write tokens:read")
+	c.mustStatus(r, http.StatusOK, "admin token")
+	r = c.do(http.MethodPost, "/api/v1/organizations", admin, map[string]any{"name": "Other Org", "slug": "other-org"})
+	c.mustStatus(r, http.StatusCreated, "create organisation")
+	var org struct {
+		OrganizationID string `json:"organizationId"`
+	}
+	r.decode(t, &org)
+	var victim struct {
+		AgentID string `json:"agentId"`
+	}
+	// The token service learns the organisation from its event.
+	eventually(t, 5*time.Second, func() bool {
+		r = c.do(http.MethodPost, "/api/v1/agents", admin, map[string]any{
+			"email": "victim@other.example", "agentType": "custom", "version": "1.0.0", "capabilities": []string{"agents:read"},
+			"owner": "team", "deploymentEnv": "production", "scopes": []string{"agents:read"}, "organizationId": org.OrganizationID,
+		})
+		return r.Status == http.StatusCreated
+	}, func() string { return fmt.Sprintf("create agent in the new organisation: %d %s", r.Status, r.Body) })
+	r.decode(t, &victim)
+	r = c.do(http.MethodPost, "/api/v1/agents/"+victim.AgentID+"/credentials", admin, map[string]any{})
+	c.mustStatus(r, http.StatusCreated, "victim credential")
+	var cred struct {
+		ClientSecret string `json:"clientSecret"`
+	}
+	r.decode(t, &cred)
+	victimTok, r := c.token(victim.AgentID, cred.ClientSecret, "agents:read")
+	c.mustStatus(r, http.StatusOK, "victim token")
+	c.mustStatus(c.do(http.MethodGet, "/api/v1/agents", victimTok, nil), http.StatusOK, "victim token works")
+
+	revoke := func(bearer, token string) response {
+		req, _ := http.NewRequest(http.MethodPost, c.base+"/oauth2/revoke", strings.NewReader(url.Values{"token": {token}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+bearer)
+		return c.send(req)
+	}
+	// An ordinary agent of the bootstrap organisation: 200, nothing changes.
+	_, _, stranger := c.bootstrapAgent(t, admin, "stranger", []string{"agents:read", "tokens:read"})
+	c.mustStatus(revoke(stranger, victimTok), http.StatusOK, "stranger's revocation of a foreign token")
+	c.mustStatus(c.do(http.MethodGet, "/api/v1/agents", victimTok, nil), http.StatusOK, "victim token after the stranger's revocation")
+
+	// The operator: 200, and the token is refused at the gateway.
+	c.mustStatus(revoke(admin, victimTok), http.StatusOK, "operator's revocation of a foreign token")
+	var last response
+	eventually(t, 2*time.Second, func() bool {
+		last = c.do(http.MethodGet, "/api/v1/agents", victimTok, nil)
+		return last.Status == http.StatusUnauthorized
+	}, func() string {
+		return fmt.Sprintf("victim token after the operator's revocation: %d %s; want 401", last.Status, last.Body)
+	})
+}
