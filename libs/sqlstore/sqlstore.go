@@ -154,7 +154,9 @@ func SQLiteDSN(path string) string {
 	set("_timezone", "UTC")
 	set("_time_format", "sqlite")
 	if !strings.HasPrefix(base, "file:") {
-		base = "file:" + base
+		// A plain path becomes a URI: SQLite would decode %XX in it and
+		// end it at '#' (a directory named "a#1" would open "a").
+		base = "file:" + strings.NewReplacer("%", "%25", "#", "%23").Replace(base)
 	}
 	return base + "?" + q.Encode()
 }

@@ -3,6 +3,7 @@ package sqlstore_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -349,5 +350,31 @@ func TestOpenErrors(t *testing.T) {
 	db.QueryRowContext(context.Background(), "PRAGMA journal_mode").Scan(&jm)
 	if fk != 1 || jm != "wal" {
 		t.Fatalf("pragmas: foreign_keys=%d journal_mode=%s", fk, jm)
+	}
+}
+
+// TestSQLitePathWithURICharacters: a database path with '#' or '%' (as
+// t.Run names with spaces or '#' produce) opens that very file; SQLite
+// would otherwise end the path at '#' and let two databases share one file.
+func TestSQLitePathWithURICharacters(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ctx := context.Background()
+	for _, name := range []string{"a#1", "a#2", "b%41"} {
+		path := filepath.Join(dir, name, "x.db")
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		db, err := sqlstore.Open(ctx, sqlstore.Config{Driver: sqlstore.SQLite, URL: path})
+		if err != nil {
+			t.Fatalf("Open(%q) = %v", path, err)
+		}
+		t.Cleanup(func() { db.Close() })
+		if _, err := db.ExecContext(ctx, "CREATE TABLE t (v TEXT)"); err != nil {
+			t.Fatalf("Got(create table in %q) = %v; want a fresh database each", path, err)
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("Got(stat %q) = %v; want the file there", path, err)
+		}
 	}
 }
