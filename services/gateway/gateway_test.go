@@ -256,7 +256,15 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	now := func() time.Time { return start.Add(time.Duration(offset.Load())) }
 	e := newEnv(t, envOptions{configure: func(c *Config) { c.JWKSMinInterval = time.Minute; c.Now = now }})
 	e.putOrg(t, "org-1", "active", 100000)
-	offset.Add(int64(time.Minute + time.Second)) // the start-up fetch leaves the interval
+	// advance moves the clock and waits until a token-service heartbeat is
+	// heard at the new time, so the revocation state stays fresh.
+	advance := func(d time.Duration) {
+		t.Helper()
+		offset.Add(int64(d))
+		want := now().UnixNano()
+		waitUntil(t, "a heartbeat heard", func() bool { return e.gw.revocations.HeardNanos() >= want })
+	}
+	advance(time.Minute + time.Second) // the start-up fetch leaves the interval
 	before := e.issuer.fetches.Load()
 
 	var wg sync.WaitGroup
@@ -291,7 +299,7 @@ func TestUnknownKidRefetchIsRateLimited(t *testing.T) {
 	e.issuer.mu.Lock()
 	e.issuer.jwks.Keys = append(e.issuer.jwks.Keys, newJWK)
 	e.issuer.mu.Unlock()
-	offset.Add(int64(time.Minute + time.Second))
+	advance(time.Minute + time.Second)
 	tok, _ := newSigner.Sign(claims("org-1", "agents:read"))
 	if r := e.do(t, "GET", "/api/v1/agents", tok, nil); r.status != http.StatusOK {
 		t.Errorf("Got(token signed by rotated key) = %d %s; want 200", r.status, r.body)
