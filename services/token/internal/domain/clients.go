@@ -51,10 +51,33 @@ func NewClientCache(load func(ctx context.Context, id string) (ClientRecord, err
 // Get returns the client's record; found is false for an unknown client.
 // Concurrent misses for one id share a single load.
 func (c *ClientCache) Get(ctx context.Context, id string) (rec ClientRecord, found bool, err error) {
+	rec, found, _, err = c.lookup(ctx, id)
+	return rec, found, err
+}
+
+// GetOrReload is Get for authentication: when a cached record does not
+// accept the caller (ok reports false: an unknown client, or no credential
+// or key matching), the record is read from the store once more before the
+// caller is refused. A credential or agent created a moment ago through
+// another replica is then usable at once (read-your-writes), while the
+// success path stays a cache hit. Failed authentication is throttled, and
+// concurrent reloads of one id share a single load.
+func (c *ClientCache) GetOrReload(ctx context.Context, id string, ok func(ClientRecord, bool) bool) (rec ClientRecord, found bool, err error) {
+	rec, found, cached, err := c.lookup(ctx, id)
+	if err != nil || !cached || ok(rec, found) {
+		return rec, found, err
+	}
+	c.Invalidate(id)
+	return c.Get(ctx, id)
+}
+
+// lookup is Get, also reporting whether the record came from the cache
+// rather than from a load this call waited for.
+func (c *ClientCache) lookup(ctx context.Context, id string) (rec ClientRecord, found, cached bool, err error) {
 	c.mu.Lock()
 	if e, ok := c.entries[id]; ok && c.now().Before(e.expires) {
 		c.mu.Unlock()
-		return e.rec, !e.missing, nil
+		return e.rec, !e.missing, true, nil
 	}
 	call, ok := c.inflight[id]
 	if !ok {
@@ -70,9 +93,9 @@ func (c *ClientCache) Get(ctx context.Context, id string) (rec ClientRecord, fou
 	select {
 	case <-call.done:
 	case <-ctx.Done():
-		return ClientRecord{}, false, ctx.Err()
+		return ClientRecord{}, false, false, ctx.Err()
 	}
-	return call.rec, !call.missing && call.err == nil, call.err
+	return call.rec, !call.missing && call.err == nil, false, call.err
 }
 
 func (c *ClientCache) runLoad(id string, gen uint64, call *loadCall) {

@@ -147,9 +147,12 @@ func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now 
 	digest := s.digest(req.Secret)
 	var rec ClientRecord
 	found := false
+	matches := func(rec ClientRecord, found bool) bool {
+		return found && matchCredential(rec, digest, now) != ""
+	}
 	if validAgentID(req.ClientID) {
 		var err error
-		rec, found, err = s.clients.Get(ctx, req.ClientID)
+		rec, found, err = s.clients.GetOrReload(ctx, req.ClientID, matches)
 		if err != nil {
 			s.log.ErrorContext(ctx, "load client", "client_id", req.ClientID, "err", err)
 			s.issued.WithLabelValues("error").Inc()
@@ -162,11 +165,7 @@ func (s *Service) authenticateClient(ctx context.Context, req TokenRequest, now 
 		hmac.Equal(digest, s.dummyDigest)
 		return rec, "", s.authFailed(ctx, req, ClientRecord{}, "unknown_client")
 	}
-	for _, c := range rec.Credentials {
-		if hmac.Equal(digest, c.Digest) && (c.ExpiresAt == nil || now.Before(*c.ExpiresAt)) {
-			credID = c.ID
-		}
-	}
+	credID = matchCredential(rec, digest, now)
 	if credID == "" {
 		return rec, "", s.authFailed(ctx, req, rec, "invalid_secret")
 	}
@@ -345,4 +344,16 @@ func (s *Service) Discovery() map[string]any {
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{string(s.cfg.Alg)},
 	}
+}
+
+// matchCredential returns the id of the client's unexpired credential whose
+// digest is digest, or "". Every credential is compared, in constant time.
+func matchCredential(rec ClientRecord, digest []byte, now time.Time) string {
+	id := ""
+	for _, c := range rec.Credentials {
+		if hmac.Equal(digest, c.Digest) && (c.ExpiresAt == nil || now.Before(*c.ExpiresAt)) {
+			id = c.ID
+		}
+	}
+	return id
 }
