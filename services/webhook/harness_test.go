@@ -166,8 +166,15 @@ func (e *env) deliveries(t *testing.T, h http.Handler, id string) []map[string]a
 	return out
 }
 
+// waitFor polls cond until it holds. A bound of 5 s or more only ends a
+// failing test, so it is tripled: the race detector on a loaded 2-core
+// machine makes every step several times slower. Shorter bounds are part
+// of what a test asserts and stay as given.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	if timeout >= 5*time.Second {
+		timeout *= 3
+	}
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {

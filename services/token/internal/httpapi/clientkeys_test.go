@@ -499,12 +499,19 @@ func (r *rotatingJWKS) fail(status int, body string) {
 // gone; a failing or empty answer changes nothing.
 func TestClientKeysJWKSURIRotation(t *testing.T) {
 	t.Parallel()
-	const every = 300 * time.Millisecond
+	// The service's clock moves only when the test says (on top of real
+	// time, which the assertions' iat and exp follow), so a slow machine
+	// never lets an interval pass during the flood below. The assertions
+	// live a minute: four intervals of 10 s stay well inside it.
+	const every = 10 * time.Second
 	e := newKeyEnv(t, keyEnvOptions{tune: func(s *domain.Settings) {
 		s.JWKSAllowPrivate = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 		s.ClientJWKSRefreshInterval = every
 		s.AuthThrottle.ClientLimit = 1000 // the flood below is about JWKS fetches
 	}})
+	var offset atomic.Int64
+	e.svc.SetClock(func() time.Time { return time.Now().Add(time.Duration(offset.Load())) })
+	advance := func() { offset.Add(int64(every)) }
 	a := e.createAgent(t, "org-1", "rotating@example.com", "")
 	k1, j1 := genKey(t, jose.ES256)
 	k2, j2 := genKey(t, jose.EdDSA)
@@ -554,7 +561,7 @@ func TestClientKeysJWKSURIRotation(t *testing.T) {
 	}
 
 	// The agent retires k1: the next refresh revokes it.
-	time.Sleep(every)
+	advance()
 	srv.publish(j2)
 	if code := tokenWith(k3); code != 401 {
 		t.Fatalf("unpublished key = %d; want 401", code)
@@ -572,7 +579,7 @@ func TestClientKeysJWKSURIRotation(t *testing.T) {
 		func() { srv.publish() },
 		func() { srv.fail(http.StatusOK, "not json") },
 	} {
-		time.Sleep(every)
+		advance()
 		broken()
 		before := srv.fetches.Load()
 		if code := tokenWith(k3); code != 401 {
