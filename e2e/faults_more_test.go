@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -123,4 +125,98 @@ func TestFaultGatewayCutFromNATSRefusesRevokedToken(t *testing.T) {
 	for _, p := range proxies {
 		p.Restore()
 	}
+}
+
+// healthReport is the part of /health/detailed the scenarios read.
+type healthReport struct {
+	Status       string `json:"status"`
+	Dependencies map[string]struct {
+		State string `json:"state"`
+	} `json:"dependencies"`
+}
+
+// health returns the /health/ready status and the /health/detailed report
+// of a replica.
+func health(hc *http.Client, sv *service) (ready int, rep healthReport, err error) {
+	resp, err := hc.Get("http://" + sv.internal + "/health/ready")
+	if err != nil {
+		return 0, rep, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	ready = resp.StatusCode
+	resp, err = hc.Get("http://" + sv.internal + "/health/detailed")
+	if err != nil {
+		return ready, rep, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&rep)
+	return ready, rep, err
+}
+
+// TestFaultReadinessThroughNATSAndRedisOutages: every service reaches Redis
+// and the three NATS servers through the suite's proxies. While Redis is
+// cut, and then while every NATS path is cut, every replica's /health/ready
+// stays 200 and its /health/detailed says "degraded" with the dependency
+// ("cache", "nats") unreachable (Redis only for the services that use it);
+// token issuance keeps working; after each restore every /health/detailed
+// is "ok" again.
+func TestFaultReadinessThroughNATSAndRedisOutages(t *testing.T) {
+	cluster := startNATSCluster(t, 3)
+	natsProxies, natsURL := proxiedNATS(t, cluster)
+	redisProxy, redisURL := proxiedRedis(t)
+	viaProxy := []string{"REDIS_URL=" + redisURL, "NATS_URL=" + natsURL}
+	fs := startFaultStack(t, faultOptions{NATS: cluster,
+		Extra: map[string][]string{"token": viaProxy, "tier": viaProxy, "analytics": viaProxy, "gateway": viaProxy}})
+	c := newClient(t, fs.gateway)
+	hc := &http.Client{Timeout: 5 * time.Second}
+
+	// every requires each replica of every service to be ready and, once
+	// the probes have seen the fault, its detailed report to satisfy want.
+	every := func(what string, want func(name string, rep healthReport) bool) {
+		t.Helper()
+		for _, name := range faultServices {
+			for _, sv := range fs.svcs[name] {
+				var (
+					ready int
+					rep   healthReport
+					err   error
+				)
+				eventually(t, 20*time.Second, func() bool {
+					ready, rep, err = health(hc, sv)
+					if err == nil && ready != http.StatusOK {
+						t.Fatalf("%s: %s: /health/ready = %d; want 200", what, sv.name, ready)
+					}
+					return err == nil && want(name, rep)
+				}, func() string {
+					return fmt.Sprintf("%s: %s: ready %d, detailed %+v (err %v)", what, sv.name, ready, rep, err)
+				})
+			}
+		}
+		t.Logf("%s: every replica ready (200), /health/detailed as required", what)
+	}
+	every("before", func(_ string, rep healthReport) bool { return rep.Status == "ok" })
+
+	redisProxy.Cut()
+	every("Redis cut", func(_ string, rep healthReport) bool {
+		d, uses := rep.Dependencies["cache"]
+		return uses && rep.Status == "degraded" && d.State == "unreachable"
+	})
+	_, r := c.token(fs.adminID, fs.adminSecret, "agents:read")
+	c.mustStatus(r, http.StatusOK, "token while Redis is cut")
+	redisProxy.Restore()
+	every("Redis back", func(_ string, rep healthReport) bool { return rep.Status == "ok" })
+
+	for _, p := range natsProxies {
+		p.Cut()
+	}
+	every("NATS cut", func(_ string, rep healthReport) bool {
+		return rep.Status == "degraded" && rep.Dependencies["nats"].State == "unreachable"
+	})
+	_, r = c.token(fs.adminID, fs.adminSecret, "agents:read")
+	c.mustStatus(r, http.StatusOK, "token while NATS is cut (outbox)")
+	for _, p := range natsProxies {
+		p.Restore()
+	}
+	every("NATS back", func(_ string, rep healthReport) bool { return rep.Status == "ok" })
 }
