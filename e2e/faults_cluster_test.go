@@ -21,7 +21,7 @@ import (
 // nats-server cluster as separate processes, and the production wiring on
 // it with two replicas of each service behind the suite's own TCP proxies
 // (faults_proxy_test.go), over the real PostgreSQL and Redis. The
-// scenarios are in faults_test.go.
+// scenarios are in faults_test.go and faults_more_test.go.
 
 // natsNode is one server of the cluster, on fixed client and route ports
 // and its own JetStream store, all kept across restarts.
