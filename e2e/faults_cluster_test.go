@@ -21,7 +21,7 @@ import (
 // nats-server cluster as separate processes, and the production wiring on
 // it with two replicas of each service behind the suite's own TCP proxies
 // (faults_proxy_test.go), over the real PostgreSQL and Redis. The
-// scenarios are in faults_test.go.
+// scenarios are in faults_test.go and faults_more_test.go.
 
 // natsNode is one server of the cluster, on fixed client and route ports
 // and its own JetStream store, all kept across restarts.
@@ -99,7 +99,11 @@ func (c *natsCluster) start(i int) {
 	n.p = start(c.t, fmt.Sprintf("%s#%d", n.name, n.runs), c.bin, nil,
 		"-a", "127.0.0.1", "-p", n.port, "-n", n.name, "-js", "-sd", n.store,
 		"--cluster_name", "agentidp-faults", "--cluster", "nats://127.0.0.1:"+n.routePort,
-		"--routes", strings.Join(routes, ","))
+		"--routes", strings.Join(routes, ","),
+		// Clients know the servers from NATS_URL only: a client whose
+		// path to NATS goes through a proxy a scenario cuts must not
+		// reconnect around the cut to an advertised address.
+		"--no_advertise")
 	waitOutput(c.t, n.p, regexp.MustCompile(`Server is ready`))
 }
 
@@ -195,6 +199,12 @@ type faultOptions struct {
 	DBProxied []string
 	// Extra environment per service.
 	Extra map[string][]string
+	// ReplicaExtra is extra environment per replica ("gateway-1"), after
+	// Extra (the last value of a variable wins).
+	ReplicaExtra map[string][]string
+	// NATS is a cluster started beforehand (default: a new one of three),
+	// for a scenario that puts its own proxies in front of the servers.
+	NATS *natsCluster
 }
 
 // faultStack is the production wiring on a NATS cluster: every service's
@@ -219,7 +229,10 @@ func startFaultStack(t *testing.T, o faultOptions) *faultStack {
 	t.Helper()
 	pgURL := testkit.PostgresURL(t)
 	redisURL := testkit.RedisURL(t)
-	cluster := startNATSCluster(t, 3)
+	cluster := o.NATS
+	if cluster == nil {
+		cluster = startNATSCluster(t, 3)
+	}
 	bin := binaries(t)
 	replicas := map[string]int{"token": 2, "tier": 2, "analytics": 2, "gateway": 2}
 	for k, v := range o.Replicas {
@@ -282,6 +295,7 @@ func startFaultStack(t *testing.T, o faultOptions) *faultStack {
 		for i := range replicas[name] {
 			sv := &service{name: fmt.Sprintf("%s-%d", name, i), bin: bins[name], http: freeAddr(t), internal: freeAddr(t)}
 			sv.env = append(append(append([]string{"HTTP_ADDR=" + sv.http, "INTERNAL_ADDR=" + sv.internal}, common...), own[name]...), o.Extra[name]...)
+			sv.env = append(sv.env, o.ReplicaExtra[sv.name]...)
 			fs.svcs[name] = append(fs.svcs[name], sv)
 			fs.start(sv)
 			fs.lb[name].Add(sv.http)

@@ -148,7 +148,7 @@ func TestFaultNATSServerKilledUnderLoad(t *testing.T) {
 
 // TestFaultPostgresCutForConsumers cuts the PostgreSQL path of both
 // analytics replicas and both webhook replicas (the suite's TCP proxy
-// closes their connections and refuses new ones) for 20 s while 300 tokens
+// closes their connections and refuses new ones) for 60 s while 700 tokens
 // are issued at 10/s, then restores it, and requires: analytics and the
 // audit log count exactly the tokens issued; the webhook receiver got the
 // event of every load token and the webhook service recorded one delivery
@@ -167,7 +167,7 @@ func TestFaultPostgresCutForConsumers(t *testing.T) {
 	rcv := newSWReceiver(t)
 	hookID := registerWebhook(t, c, admin, rcv)
 
-	const n, cutAt, cutFor = 300, 50, 20 * time.Second
+	const n, cutAt, cutFor = 700, 50, 60 * time.Second
 	cutDone := make(chan struct{})
 	var refusedDuringCut int64
 	res := runFaultLoad(t, faultLoad{Base: fs.gateway, ClientID: fs.adminID, Secret: fs.adminSecret,

@@ -363,6 +363,7 @@ func TestRenderDefaultValues(t *testing.T) {
 		"federation": {"FEDERATION_AUDIENCE": "https://idp.example.com", "REDIS_URL": "redis://redis-master:6379/0"},
 		"billing":    {"REDIS_URL": "redis://redis-master:6379/0"},
 		"webhook":    {"WEBHOOK_TIMEOUT": "10s", "WEBHOOK_MAX_CONCURRENCY_PER_ENDPOINT": "16"},
+		"gateway":    {"GATEWAY_REVOCATION_MAX_STALENESS": "2s", "GATEWAY_UPSTREAM_BREAKER_FAILURES": "5", "GATEWAY_UPSTREAM_BREAKER_COOLDOWN": "5s"},
 	} {
 		env := envOf(m.deployments[svc])
 		for k, v := range want {
@@ -374,6 +375,7 @@ func TestRenderDefaultValues(t *testing.T) {
 	for svc, absent := range map[string][]string{
 		"did":     {"DID_WEB_HOST"},
 		"webhook": {"WEBHOOK_ALLOW_PRIVATE", "REDIS_URL"},
+		"gateway": {"GATEWAY_TRUSTED_PROXIES"},
 		"billing": {"BILLING_PRICE_PRO", "BILLING_PRICE_ENTERPRISE", "BILLING_SUCCESS_URL", "BILLING_CANCEL_URL"},
 	} {
 		for _, k := range absent {

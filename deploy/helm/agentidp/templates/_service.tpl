@@ -193,6 +193,22 @@ spec:
             - name: GATEWAY_ROUTES
               value: {{ . | quote }}
             {{- end }}
+            {{- with $svc.config.revocationMaxStaleness }}
+            - name: GATEWAY_REVOCATION_MAX_STALENESS
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $svc.config.trustedProxies }}
+            - name: GATEWAY_TRUSTED_PROXIES
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $svc.config.upstreamBreakerFailures }}
+            - name: GATEWAY_UPSTREAM_BREAKER_FAILURES
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with $svc.config.upstreamBreakerCooldown }}
+            - name: GATEWAY_UPSTREAM_BREAKER_COOLDOWN
+              value: {{ . | quote }}
+            {{- end }}
             {{- end }}
             {{- with $svc.env }}
             {{- toYaml . | nindent 12 }}
