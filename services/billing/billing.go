@@ -33,7 +33,6 @@ import (
 	"github.com/agentidp/agentidp/services/billing/internal/stripeapi"
 	"github.com/agentidp/agentidp/services/billing/internal/subscription"
 	"github.com/agentidp/agentidp/services/billing/migrations"
-	"github.com/agentidp/agentidp/services/tier"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -256,11 +255,11 @@ type counterSource interface {
 	Counters(ctx context.Context, keys ...string) ([]int64, error)
 }
 
-// callCounter reads the gateway's per-day API call counter (tier.CallsKey).
+// callCounter reads the gateway's per-day API call counter (events.CallsCounterKey).
 type callCounter struct{ src counterSource }
 
 func (c callCounter) CallsToday(ctx context.Context, orgID string, day time.Time) (int64, error) {
-	v, err := c.src.Counters(ctx, tier.CallsKey(orgID, day))
+	v, err := c.src.Counters(ctx, events.CallsCounterKey(orgID, events.DayStamp(day)))
 	if err != nil {
 		return 0, fmt.Errorf("read call counter: %w", err)
 	}

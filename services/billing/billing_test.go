@@ -26,7 +26,6 @@ import (
 	"github.com/agentidp/agentidp/libs/sqlstore"
 	"github.com/agentidp/agentidp/libs/svcrun"
 	"github.com/agentidp/agentidp/services/billing"
-	"github.com/agentidp/agentidp/services/tier"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -540,7 +539,7 @@ func TestUsage(t *testing.T) {
 	if _, err := h.js.Publish(ctx, dup.Subject, b); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.cache.IncrBy(ctx, tier.CallsKey(org, now), 42, now.Add(48*time.Hour)); err != nil {
+	if _, err := h.cache.IncrBy(ctx, events.CallsCounterKey(org, events.DayStamp(now)), 42, now.Add(48*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	wantMonth := 3.0

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentidp/agentidp/libs/cache/quota"
+	"github.com/agentidp/agentidp/libs/events"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -135,7 +136,7 @@ func (l *usageLimiter) today(now time.Time) *utcDay {
 	}
 	u := now.UTC()
 	start := time.Date(u.Year(), u.Month(), u.Day(), 0, 0, 0, 0, time.UTC)
-	d := &utcDay{start: start.Unix(), stamp: start.Format("20060102"), midnight: start.Add(24 * time.Hour)}
+	d := &utcDay{start: start.Unix(), stamp: events.DayStamp(start), midnight: start.Add(24 * time.Hour)}
 	l.day.Store(d)
 	return d
 }
@@ -143,7 +144,7 @@ func (l *usageLimiter) today(now time.Time) *utcDay {
 // take counts one call of org against limit (-1 = unlimited).
 func (l *usageLimiter) take(ctx context.Context, org string, limit int64, now time.Time) usage {
 	d := l.today(now)
-	key := "usage:calls:" + org + ":" + d.stamp
+	key := events.CallsCounterKey(org, d.stamp)
 	u := usage{limit: limit, reset: d.midnight.Sub(now)}
 	if limit < 0 {
 		u.allowed, u.unlimited = true, true

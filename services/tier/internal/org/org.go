@@ -5,7 +5,6 @@
 package org
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/agentidp/agentidp/libs/events"
@@ -104,28 +103,22 @@ type Usage struct {
 	TokensToday int64
 }
 
-// Cache keys of the usage figures. Other services write them; these
-// functions are their single definition (documented for the gateway and the
-// token service).
+// Cache keys of the usage figures: other services write them; their one
+// definition is in libs/events (counters.go).
 
 // AgentsKey holds the organisation's active agent count as a decimal string
 // (written by the token service).
-func AgentsKey(orgID string) string { return "usage:agents:" + orgID }
+func AgentsKey(orgID string) string { return events.AgentsCounterKey(orgID) }
 
 // CallsKey is the counter of API calls of the organisation on the UTC day of
 // day (incremented by the gateway).
 func CallsKey(orgID string, day time.Time) string {
-	return "usage:calls:" + orgID + ":" + DayStamp(day)
+	return events.CallsCounterKey(orgID, events.DayStamp(day))
 }
 
 // TokensKey is the counter of tokens issued to the organisation on the UTC
 // day of day (incremented by the token service).
 func TokensKey(orgID string, day time.Time) string {
-	return "usage:tokens:" + orgID + ":" + DayStamp(day)
+	return events.TokensCounterKey(orgID, events.DayStamp(day))
 }
 
-// DayStamp formats the UTC day of t as YYYYMMDD.
-func DayStamp(t time.Time) string {
-	y, m, d := t.UTC().Date()
-	return fmt.Sprintf("%04d%02d%02d", y, int(m), d)
-}

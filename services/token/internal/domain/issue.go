@@ -256,7 +256,7 @@ func (s *Service) countToken(ctx context.Context, orgID string, now time.Time) *
 	}
 	day := now.UTC()
 	midnight := time.Date(day.Year(), day.Month(), day.Day()+1, 0, 0, 0, 0, time.UTC)
-	key := "usage:tokens:" + orgID + ":" + day.Format("20060102")
+	key := events.TokensCounterKey(orgID, events.DayStamp(day))
 	limit := s.orgs.Limits(orgID).MaxTokensPerDay
 	if limit < 0 {
 		s.usage.add(key, midnight)

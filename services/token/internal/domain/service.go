@@ -288,7 +288,7 @@ func (s *Service) publishUsage(ctx context.Context, orgID string, count int64) {
 	if s.counters == nil {
 		return
 	}
-	if err := s.counters.SetValue(ctx, "usage:agents:"+orgID, strconv.FormatInt(count, 10)); err != nil {
+	if err := s.counters.SetValue(ctx, events.AgentsCounterKey(orgID), strconv.FormatInt(count, 10)); err != nil {
 		s.log.WarnContext(ctx, "write agent usage", "org", orgID, "err", err)
 	}
 }
