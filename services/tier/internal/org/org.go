@@ -121,4 +121,3 @@ func CallsKey(orgID string, day time.Time) string {
 func TokensKey(orgID string, day time.Time) string {
 	return events.TokensCounterKey(orgID, events.DayStamp(day))
 }
-
